@@ -1,0 +1,179 @@
+"""Tensors to protobuf `swarm.v1.Tensor` and back: the only place that does this.
+
+Exact round trip for every supported dtype (bfloat16 included) and any shape. Decoding
+validates everything before touching torch: known dtype and compression, non-negative
+dims, element and byte counts under `TensorLimits`, byte length equal to
+prod(shape) * itemsize, and bool bytes that are 0 or 1. Decoding is zero-copy: the
+returned tensor shares the message's bytes and must be treated as read-only (clone it
+before writing in place). Encoding copies once (protobuf `bytes` needs its own buffer).
+No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from swarm.errors import CodecError
+from swarm.v1 import tensor_pb2
+
+_TORCH_TO_WIRE: dict[torch.dtype, int] = {
+    torch.float32: tensor_pb2.DTYPE_FLOAT32,
+    torch.float16: tensor_pb2.DTYPE_FLOAT16,
+    torch.bfloat16: tensor_pb2.DTYPE_BFLOAT16,
+    torch.int64: tensor_pb2.DTYPE_INT64,
+    torch.int32: tensor_pb2.DTYPE_INT32,
+    torch.int8: tensor_pb2.DTYPE_INT8,
+    torch.uint8: tensor_pb2.DTYPE_UINT8,
+    torch.bool: tensor_pb2.DTYPE_BOOL,
+}
+_WIRE_TO_TORCH = {v: k for k, v in _TORCH_TO_WIRE.items()}
+
+DTYPE_NAMES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+"""Our names for the supported dtypes (as used in configs, records and on the CLI)."""
+
+SUPPORTED_DTYPES = tuple(_TORCH_TO_WIRE)
+
+_BIG_ENDIAN_HOST = sys.byteorder == "big"
+
+
+@dataclass(frozen=True)
+class TensorLimits:
+    """Upper bounds applied when decoding a tensor from an untrusted peer."""
+
+    max_elements: int = 1 << 28
+    """Most elements one tensor may have."""
+    max_bytes: int = 1 << 30
+    """Most payload bytes one tensor may have."""
+    max_dims: int = 8
+    """Most dimensions one tensor may have."""
+
+
+DEFAULT_LIMITS = TensorLimits()
+
+
+def dtype_to_wire(dtype: torch.dtype) -> int:
+    """The `swarm.v1.DType` number of a torch dtype."""
+    try:
+        return _TORCH_TO_WIRE[dtype]
+    except KeyError:
+        raise CodecError(f"dtype {dtype} is not supported on the wire") from None
+
+
+def dtype_from_wire(number: int) -> torch.dtype:
+    """The torch dtype of a `swarm.v1.DType` number."""
+    try:
+        return _WIRE_TO_TORCH[number]
+    except KeyError:
+        raise CodecError(f"unknown tensor dtype {number}") from None
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """Our name of a torch dtype ("float32", ...)."""
+    for name, value in DTYPE_NAMES.items():
+        if value == dtype:
+            return name
+    raise CodecError(f"dtype {dtype} is not supported on the wire")
+
+
+def _raw_bytes(tensor: torch.Tensor) -> bytes:
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    if flat.dtype == torch.bool:
+        flat = flat.view(torch.uint8)
+    # numpy has no bfloat16/float16 view issues once seen as raw bytes
+    raw = flat.view(torch.uint8) if flat.element_size() > 1 else flat
+    array = raw.numpy()
+    if _BIG_ENDIAN_HOST and tensor.element_size() > 1:
+        array = array.view(f">u{tensor.element_size()}").byteswap()
+    return array.tobytes()
+
+
+def tensor_header(tensor: torch.Tensor) -> tensor_pb2.Tensor:
+    """A Tensor message with dtype and shape but no data (for chunked streams)."""
+    return tensor_pb2.Tensor(
+        dtype=dtype_to_wire(tensor.dtype),
+        shape=list(tensor.shape),
+        compression=tensor_pb2.COMPRESSION_NONE,
+    )
+
+
+def encode_tensor(tensor: torch.Tensor) -> tensor_pb2.Tensor:
+    """Serializes a tensor (any device, any strides) into a Tensor message."""
+    message = tensor_header(tensor)
+    message.data = _raw_bytes(tensor)
+    return message
+
+
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """The raw little-endian bytes of a tensor, as streamed after a header."""
+    dtype_to_wire(tensor.dtype)
+    return _raw_bytes(tensor)
+
+
+def checked_nbytes(message: tensor_pb2.Tensor, limits: TensorLimits = DEFAULT_LIMITS) -> int:
+    """Validates a tensor header and returns how many payload bytes it needs."""
+    dtype = dtype_from_wire(message.dtype)
+    if message.compression != tensor_pb2.COMPRESSION_NONE:
+        raise CodecError(f"tensor compression {message.compression} is not supported")
+    shape = list(message.shape)
+    if len(shape) > limits.max_dims:
+        raise CodecError(f"tensor has {len(shape)} dims, at most {limits.max_dims} allowed")
+    if any(d < 0 for d in shape):
+        raise CodecError(f"tensor shape {shape} has a negative dimension")
+    numel = math.prod(shape)
+    if numel > limits.max_elements:
+        raise CodecError(
+            f"tensor of shape {shape} has {numel} elements, at most {limits.max_elements} allowed"
+        )
+    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    if nbytes > limits.max_bytes:
+        raise CodecError(f"tensor of shape {shape} needs {nbytes} bytes, at most {limits.max_bytes} allowed")
+    return nbytes
+
+
+def decode_tensor(
+    message: tensor_pb2.Tensor,
+    limits: TensorLimits = DEFAULT_LIMITS,
+    data: bytes | bytearray | memoryview | None = None,
+) -> torch.Tensor:
+    """Decodes a Tensor message (or a header plus separately streamed `data`).
+
+    Raises CodecError with a message saying what is wrong.
+    """
+    nbytes = checked_nbytes(message, limits)
+    payload = message.data if data is None else data
+    if len(payload) != nbytes:
+        raise CodecError(
+            f"tensor of dtype {dtype_name(dtype_from_wire(message.dtype))} and shape "
+            f"{list(message.shape)} needs {nbytes} bytes, got {len(payload)}"
+        )
+    dtype = dtype_from_wire(message.dtype)
+    shape = tuple(message.shape)
+    if nbytes == 0:
+        return torch.empty(shape, dtype=dtype)
+    if dtype == torch.bool:
+        raw = np.frombuffer(payload, dtype=np.uint8)
+        if raw.max() > 1:
+            raise CodecError("bool tensor holds bytes other than 0 and 1")
+    with warnings.catch_warnings():
+        # frombuffer warns that `bytes` is not writable; callers treat it as read-only.
+        warnings.simplefilter("ignore", UserWarning)
+        flat = torch.frombuffer(payload, dtype=torch.uint8)
+    if _BIG_ENDIAN_HOST and flat.numel() and torch.empty((), dtype=dtype).element_size() > 1:
+        size = torch.empty((), dtype=dtype).element_size()
+        flat = torch.from_numpy(flat.numpy().view(f"<u{size}").astype(f">u{size}").view(np.uint8))
+    return flat.view(dtype).reshape(shape)

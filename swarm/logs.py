@@ -1,0 +1,17 @@
+"""Logging setup for the command-line entry points (libraries only call getLogger)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Configures the root logger once; SWARM_LOG_LEVEL overrides the level."""
+    level_name = os.environ.get("SWARM_LOG_LEVEL", "DEBUG" if verbose else "INFO")
+    logging.basicConfig(level=getattr(logging, level_name.upper(), logging.INFO), format=_FORMAT)
+    # kademlia and rpcudp log every datagram at DEBUG and every failed ping at WARNING
+    for noisy in ("kademlia", "rpcudp"):
+        logging.getLogger(noisy).setLevel(max(logging.ERROR, logging.getLogger().level))
