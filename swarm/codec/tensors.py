@@ -22,7 +22,7 @@ import torch
 from swarm.errors import CodecError
 from swarm.v1 import tensor_pb2
 
-_TORCH_TO_WIRE: dict[torch.dtype, int] = {
+_TORCH_TO_WIRE: dict[torch.dtype, tensor_pb2.DType] = {
     torch.float32: tensor_pb2.DTYPE_FLOAT32,
     torch.float16: tensor_pb2.DTYPE_FLOAT16,
     torch.bfloat16: tensor_pb2.DTYPE_BFLOAT16,
@@ -32,7 +32,7 @@ _TORCH_TO_WIRE: dict[torch.dtype, int] = {
     torch.uint8: tensor_pb2.DTYPE_UINT8,
     torch.bool: tensor_pb2.DTYPE_BOOL,
 }
-_WIRE_TO_TORCH = {v: k for k, v in _TORCH_TO_WIRE.items()}
+_WIRE_TO_TORCH: dict[int, torch.dtype] = {int(v): k for k, v in _TORCH_TO_WIRE.items()}
 
 DTYPE_NAMES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -66,7 +66,7 @@ class TensorLimits:
 DEFAULT_LIMITS = TensorLimits()
 
 
-def dtype_to_wire(dtype: torch.dtype) -> int:
+def dtype_to_wire(dtype: torch.dtype) -> tensor_pb2.DType:
     """The `swarm.v1.DType` number of a torch dtype."""
     try:
         return _TORCH_TO_WIRE[dtype]
@@ -139,7 +139,7 @@ def checked_nbytes(message: tensor_pb2.Tensor, limits: TensorLimits = DEFAULT_LI
         raise CodecError(
             f"tensor of shape {shape} has {numel} elements, at most {limits.max_elements} allowed"
         )
-    nbytes = numel * torch.empty((), dtype=dtype).element_size()
+    nbytes = int(numel * torch.empty((), dtype=dtype).element_size())
     if nbytes > limits.max_bytes:
         raise CodecError(f"tensor of shape {shape} needs {nbytes} bytes, at most {limits.max_bytes} allowed")
     return nbytes

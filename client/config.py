@@ -1,0 +1,46 @@
+"""The client's configuration: frozen data (times in seconds)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from client.routing import RoutingConfig
+from swarm.codec.tensors import TensorLimits
+
+
+def parse_peer(text: str) -> tuple[str, int]:
+    """"HOST:PORT" -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """How a client finds and talks to block servers."""
+
+    initial_peers: tuple[tuple[str, int], ...]
+    """DHT peers to bootstrap from (at least one)."""
+    dht_host: str = "127.0.0.1"
+    """Interface of the client's own DHT node."""
+    connect_timeout: float = 10.0
+    """Opening a session on a server."""
+    step_timeout: float = 30.0
+    """One inference step on one server; a silent server past this is failed over."""
+    forward_timeout: float = 300.0
+    """One batch forward/backward call."""
+    dht_timeout: float = 10.0
+    """One DHT lookup."""
+    max_retries: int = 8
+    """Failovers one session step may do before giving up."""
+    ban_base_s: float = 5.0
+    """First ban of a failed server; doubles with each consecutive failure."""
+    ban_max_s: float = 300.0
+    """Longest ban."""
+    map_ttl: float = 5.0
+    """How long a fetched view of the swarm is reused before asking the DHT again."""
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    """Route search and pricing."""
+    tensor_limits: TensorLimits = field(default_factory=lambda: TensorLimits(max_bytes=512 << 20))
+    """Bounds on tensors decoded from servers."""

@@ -1,0 +1,143 @@
+"""The model's remote blocks as a sliceable, differentiable torch module.
+
+`model.layers[a:b](hidden)` runs blocks a..b-1 on the swarm with stateless Forward calls
+(routes spread over servers by throughput) and supports autograd: gradients with respect
+to the hidden states come back through Backward calls, so prompts, adapters or anything
+on the client can be trained through frozen remote blocks. A failed server is banned and
+its blocks re-routed, within the configured retry bound.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from client.inference_session import RemoteInferenceSession
+from client.runtime import LoopThread
+from client.session_handle import InferenceSession
+from client.swarm_client import SwarmClient
+from client.transport import forward as forward_call
+from swarm.errors import RemoteError, SwarmError
+from swarm.protocol import ForwardCall
+from swarm.records import BlockRange
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Hop:
+    """One segment of a forward pass and the input it got (kept for backward)."""
+
+    server_id: str
+    address: str
+    blocks: BlockRange
+    inputs: torch.Tensor
+
+
+class RemoteSequential(torch.nn.Module):
+    """Blocks `span` of `model` served by the swarm, callable on hidden states."""
+
+    def __init__(self, client: SwarmClient, loop: LoopThread, model: str, num_blocks: int,
+                 span: BlockRange | None = None) -> None:
+        super().__init__()
+        self.client = client
+        self.loop = loop
+        self.model = model
+        self.num_blocks = num_blocks
+        self.span = span or BlockRange(0, num_blocks)
+
+    def __len__(self) -> int:
+        return len(self.span)
+
+    def __getitem__(self, index: int | slice) -> RemoteSequential:
+        blocks = range(self.span.start, self.span.end)[index]
+        if isinstance(blocks, int):
+            return RemoteSequential(self.client, self.loop, self.model, self.num_blocks,
+                                    BlockRange(blocks, blocks + 1))
+        if blocks.step != 1 or len(blocks) == 0:
+            raise IndexError(f"remote blocks can only be sliced into contiguous, non-empty ranges: {index}")
+        return RemoteSequential(self.client, self.loop, self.model, self.num_blocks,
+                                BlockRange(blocks.start, blocks.stop))
+
+    def __repr__(self) -> str:
+        return f"RemoteSequential(model={self.model!r}, blocks={self.span})"
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states [batch, tokens, hidden] after these blocks (full sequences, no cache)."""
+        result: torch.Tensor = _RemoteFunction.apply(hidden_states, attention_mask, self)  # type: ignore[no-untyped-call]
+        return result
+
+    def inference_session(self, max_length: int, batch_size: int = 1,
+                          dtype: torch.dtype = torch.float32) -> InferenceSession:
+        """A KV-cache session over these blocks; step it with hidden states."""
+        remote = RemoteInferenceSession(self.client, self.model, self.num_blocks, self.span,
+                                        batch_size, max_length, dtype)
+        return InferenceSession(remote, self.loop)
+
+    # ---- async work on the client loop ------------------------------------------
+
+    async def run_forward(self, span: BlockRange, hidden: torch.Tensor,
+                          mask: torch.Tensor | None) -> tuple[torch.Tensor, list[_Hop]]:
+        hops: list[_Hop] = []
+        position, x, retries = span.start, hidden, 0
+        while position < span.end:
+            route, addresses = await self.client.route(
+                self.model, self.num_blocks, BlockRange(position, span.end), 0, forward=True
+            )
+            for segment in route.segments:
+                address = addresses[segment.server_id]
+                call = ForwardCall(self.model, segment.blocks, (x,) if mask is None else (x, mask))
+                try:
+                    y = await forward_call(self.client.pool, address, call,
+                                           self.client.config.forward_timeout,
+                                           self.client.config.tensor_limits)
+                except SwarmError as error:
+                    retries = self._failed(segment.server_id, error, retries)
+                    break
+                hops.append(_Hop(segment.server_id, address, segment.blocks, x))
+                x, position = y, segment.blocks.end
+        return x, hops
+
+    async def run_backward(self, hops: list[_Hop], grad: torch.Tensor,
+                           mask: torch.Tensor | None) -> torch.Tensor:
+        retries = 0
+        for hop in reversed(hops):
+            tensors = (hop.inputs, grad) if mask is None else (hop.inputs, grad, mask)
+            try:
+                grad = await forward_call(self.client.pool, hop.address,
+                                          ForwardCall(self.model, hop.blocks, tensors),
+                                          self.client.config.forward_timeout,
+                                          self.client.config.tensor_limits, backward=True)
+            except SwarmError as error:
+                retries = self._failed(hop.server_id, error, retries)
+                # recompute this hop's blocks elsewhere, then go back through them
+                _, fresh = await self.run_forward(hop.blocks, hop.inputs, mask)
+                grad = await self.run_backward(fresh, grad, mask)
+        return grad
+
+    def _failed(self, server_id: str, error: SwarmError, retries: int) -> int:
+        if isinstance(error, RemoteError) and error.code == "INVALID_ARGUMENT":
+            raise error
+        if retries >= self.client.config.max_retries:
+            raise error
+        logger.warning("server %s failed a batch call (%s); re-routing", server_id[:8], error)
+        self.client.ban(server_id)
+        return retries + 1
+
+
+class _RemoteFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, mask: torch.Tensor | None,
+                module: RemoteSequential) -> torch.Tensor:
+        out, hops = module.loop.run(module.run_forward(module.span, hidden.detach(), mask))
+        ctx.module, ctx.hops, ctx.mask = module, hops, mask
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        module: RemoteSequential = ctx.module
+        grad = module.loop.run(module.run_backward(ctx.hops, grad_output.contiguous(), ctx.mask))
+        return grad, None, None

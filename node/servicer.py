@@ -1,0 +1,99 @@
+"""gRPC glue of the block service: decodes requests, calls the handlers, encodes answers.
+
+No logic lives here beyond moving messages through `swarm.codec.messages`; errors are
+mapped to statuses by `node.error_mapping.grpc_errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from node.backend import BlockBackend
+from node.inference import InferenceSessions
+from node.state import ServingState
+from node.error_mapping import grpc_errors
+from node.validation import FLOAT_DTYPES, check_blocks, check_hidden, check_positions_and_mask
+from swarm.codec import messages
+from swarm.codec.tensors import TensorLimits
+from swarm.errors import InvalidInput
+from swarm.protocol import ForwardCall, InferenceRequest, ServerInfo
+from swarm.v1 import block_service_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+
+class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
+    """Implements swarm.v1.BlockService over a backend and its sessions."""
+
+    def __init__(
+        self,
+        backend: BlockBackend,
+        sessions: InferenceSessions,
+        state: ServingState,
+        limits: TensorLimits,
+        info: Callable[[], ServerInfo],
+    ) -> None:
+        self.backend = backend
+        self.sessions = sessions
+        self.state = state
+        self.limits = limits
+        self.info = info
+
+    async def _decoded(self, request_iterator: AsyncIterator[object]) -> AsyncIterator[InferenceRequest]:
+        async for message in request_iterator:
+            yield messages.decode_inference_request(message, self.limits)  # type: ignore[arg-type]
+
+    @grpc_errors
+    async def Inference(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        async for response in self.sessions.serve(self._decoded(request_iterator)):
+            yield messages.encode_inference_response(response)
+
+    def _check_call(self, call: ForwardCall, expected: int) -> None:
+        check_blocks(call.model, call.blocks, self.state.model_name, self.state.blocks)
+        self.state.check_accepting()
+        if len(call.tensors) not in (expected, expected + 1):
+            raise InvalidInput(f"expected {expected} tensors (+ optional attention_mask), got {len(call.tensors)}")
+        hidden = call.tensors[0]
+        if hidden.dtype not in FLOAT_DTYPES:
+            raise InvalidInput(f"hidden states must be a float type, got {hidden.dtype}")
+        check_hidden(hidden, self.backend.hidden_size, hidden.dtype, None)
+        if hidden.shape[0] > self.sessions.config.max_batch_size:
+            raise InvalidInput(
+                f"batch of {hidden.shape[0]} rows exceeds this server's limit of "
+                f"{self.sessions.config.max_batch_size}"
+            )
+        for extra in call.tensors[1:expected]:
+            if extra.shape != hidden.shape or extra.dtype != hidden.dtype:
+                raise InvalidInput(f"grad_outputs must match hidden states {list(hidden.shape)} "
+                                   f"{hidden.dtype}, got {list(extra.shape)} {extra.dtype}")
+        mask = call.tensors[expected] if len(call.tensors) > expected else None
+        check_positions_and_mask(None, mask, hidden.shape[0], hidden.shape[1], hidden.shape[1])
+
+    @grpc_errors
+    async def Forward(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        call = await messages.decode_forward_call(request_iterator, self.limits)
+        self._check_call(call, 1)
+        mask = call.tensors[1] if len(call.tensors) > 1 else None
+        out = await self.backend.forward(call.blocks, call.tensors[0], mask)
+        for message in messages.encode_tensor_stream([out]):
+            yield message
+
+    @grpc_errors
+    async def Backward(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        call = await messages.decode_forward_call(request_iterator, self.limits)
+        self._check_call(call, 2)
+        mask = call.tensors[2] if len(call.tensors) > 2 else None
+        grad = await self.backend.backward(call.blocks, call.tensors[0], call.tensors[1], mask)
+        for message in messages.encode_tensor_stream([grad], backward=True):
+            yield message
+
+    @grpc_errors
+    async def Info(self, request, context):  # type: ignore[no-untyped-def]
+        return messages.encode_info(self.info())
+
+
+def add_to_server(servicer: BlockServicer, server: grpc.aio.Server) -> None:
+    block_service_pb2_grpc.add_BlockServiceServicer_to_server(servicer, server)

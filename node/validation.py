@@ -1,0 +1,87 @@
+"""Checks of requests against what the server holds and what a session allows (pure).
+
+Every check raises an error from `swarm.errors` whose message says what was expected and
+what came; nothing here touches torch beyond reading shapes and dtypes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from swarm.errors import InvalidInput, NotServed, SessionStateError
+from swarm.protocol import InferenceOpen, InferenceStep
+from swarm.records import BlockRange
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_blocks(model: str, blocks: BlockRange, served_model: str, served: BlockRange) -> None:
+    if model != served_model:
+        raise NotServed(f"this server serves model {served_model!r}, not {model!r}")
+    if not served.covers(blocks):
+        raise NotServed(f"this server holds blocks {served} of {served_model}, not {blocks}")
+
+
+def check_open(request: InferenceOpen, max_batch_size: int, max_length: int) -> None:
+    if not 1 <= request.batch_size <= max_batch_size:
+        raise InvalidInput(f"batch_size must be 1..{max_batch_size}, got {request.batch_size}")
+    if not 1 <= request.max_length <= max_length:
+        raise InvalidInput(f"max_length must be 1..{max_length}, got {request.max_length}")
+    if request.dtype not in FLOAT_DTYPES:
+        raise InvalidInput(f"session dtype must be a float type, got {request.dtype}")
+
+
+def check_hidden(hidden: torch.Tensor, hidden_size: int, dtype: torch.dtype, batch: int | None) -> None:
+    """hidden states must be [batch, tokens>0, hidden_size] of the agreed dtype."""
+    if hidden.dim() != 3 or hidden.shape[1] < 1 or hidden.shape[2] != hidden_size:
+        raise InvalidInput(
+            f"hidden states must have shape [batch, tokens, {hidden_size}], got {list(hidden.shape)}"
+        )
+    if batch is not None and hidden.shape[0] != batch:
+        raise InvalidInput(f"hidden states have {hidden.shape[0]} rows, the session has {batch}")
+    if hidden.dtype != dtype:
+        raise InvalidInput(f"hidden states must be {dtype}, got {hidden.dtype}")
+
+
+def check_step(step: InferenceStep, open_: InferenceOpen, cached: int, hidden_size: int) -> None:
+    """A step fits the session: shapes, dtype, cache position and length."""
+    check_hidden(step.hidden_states, hidden_size, open_.dtype, open_.batch_size)
+    tokens = step.hidden_states.shape[1]
+    if step.start_position > cached:
+        raise SessionStateError(
+            f"step starts at position {step.start_position} but the session holds only {cached} tokens"
+        )
+    if step.start_position + tokens > open_.max_length:
+        raise SessionStateError(
+            f"step would hold {step.start_position + tokens} tokens, more than the session's "
+            f"max_length {open_.max_length}"
+        )
+    check_positions_and_mask(step.position_ids, step.attention_mask, open_.batch_size, tokens,
+                             step.start_position + tokens)
+
+
+def check_positions_and_mask(
+    position_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    batch: int,
+    tokens: int,
+    total: int,
+) -> None:
+    if position_ids is not None:
+        if position_ids.dtype not in (torch.int64, torch.int32) or list(position_ids.shape) != [batch, tokens]:
+            raise InvalidInput(
+                f"position_ids must be int64 [{batch}, {tokens}], got {position_ids.dtype} "
+                f"{list(position_ids.shape)}"
+            )
+        if position_ids.numel() and (int(position_ids.min()) < 0 or int(position_ids.max()) >= 1 << 20):
+            raise InvalidInput("position_ids must lie in [0, 2**20)")
+    if attention_mask is not None:
+        if attention_mask.dtype.is_floating_point or list(attention_mask.shape) != [batch, total]:
+            raise InvalidInput(
+                f"attention_mask must be bool or int [{batch}, {total}], got {attention_mask.dtype} "
+                f"{list(attention_mask.shape)}"
+            )
+
+
+def default_positions(batch: int, start: int, tokens: int) -> torch.Tensor:
+    return torch.arange(start, start + tokens, dtype=torch.int64).expand(batch, tokens)

@@ -1,0 +1,87 @@
+"""The block service's messages as our own dataclasses (see block_service.proto).
+
+`swarm.codec.messages` converts these to and from protobuf; node/ and client/ use only
+these. Tensors here are already decoded and validated against the codec's size limits;
+semantic checks (hidden size, session length) belong to the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from swarm.records import BlockRange
+
+
+@dataclass(frozen=True)
+class InferenceOpen:
+    """First message of an inference session."""
+
+    model: str
+    blocks: BlockRange
+    batch_size: int
+    max_length: int
+    dtype: torch.dtype
+    session_id: str = ""
+
+
+@dataclass(frozen=True)
+class InferenceStep:
+    """One step: hidden states of new tokens, appended at `start_position`."""
+
+    step_id: int
+    hidden_states: torch.Tensor
+    start_position: int = 0
+    position_ids: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class InferenceClose:
+    """Ends the session."""
+
+
+InferenceRequest = InferenceOpen | InferenceStep | InferenceClose
+
+
+@dataclass(frozen=True)
+class InferenceOpened:
+    """The server accepted the session."""
+
+    server_id: str
+    reserved_cache_tokens: int
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """Output of one step."""
+
+    step_id: int
+    hidden_states: torch.Tensor
+
+
+@dataclass(frozen=True)
+class InferenceClosed:
+    """The session is closed; the stream ends."""
+
+
+InferenceResponse = InferenceOpened | InferenceResult | InferenceClosed
+
+
+@dataclass(frozen=True)
+class ForwardCall:
+    """A stateless forward (or backward) call: blocks and the tensors it carries."""
+
+    model: str
+    blocks: BlockRange
+    tensors: tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """Answer of the Info call: the signed record (raw SignedEntry bytes) and live load."""
+
+    signed_record: bytes
+    active_sessions: int
+    free_cache_tokens: int
