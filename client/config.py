@@ -8,14 +8,6 @@ from client.routing import RoutingConfig
 from swarm.codec.tensors import TensorLimits
 
 
-def parse_peer(text: str) -> tuple[str, int]:
-    """"HOST:PORT" -> (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
-
-
 @dataclass(frozen=True)
 class ClientConfig:
     """How a client finds and talks to block servers."""

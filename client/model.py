@@ -21,13 +21,14 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
-from client.config import ClientConfig, parse_peer
+from client.config import ClientConfig
 from client.generation import default_attention_mask, generate_tokens, max_new_tokens
 from client.head import ClientHead, load_client_head
 from client.remote_sequential import RemoteSequential
 from client.runtime import LoopThread, shared_loop
 from client.session_handle import InferenceSession
 from client.swarm_client import SwarmClient
+from swarm.dht import parse_address
 from swarm.model_names import model_name_of
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class AutoDistributedModelForCausalLM:
         `initial_peers` are DHT addresses "host:port"; `model_name` defaults to the
         checkpoint directory's base name (what servers announce).
         """
-        peers = tuple(parse_peer(p) for p in initial_peers)
+        peers = tuple(parse_address(p) for p in initial_peers)
         config = replace(config, initial_peers=peers) if config else ClientConfig(initial_peers=peers)
         head = load_client_head(path_or_id, torch_dtype)
         loop = shared_loop()

@@ -59,7 +59,7 @@ class SwarmClient:
 
     async def close(self) -> None:
         await self.pool.close()
-        self.dht.stop()
+        await self.dht.stop()
 
     async def entries(self, model: str, num_blocks: int, refresh: bool = False) -> dict[str, BlockEntry]:
         """ONLINE servers of `model` by id (newest entry of each), cached for map_ttl."""

@@ -1,0 +1,90 @@
+"""`swarm generate`: generate text through the swarm, streaming tokens as they come."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer, TextStreamer
+
+from client.model import AutoDistributedModelForCausalLM
+from swarm.default_model import resolve_model
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("generate", help="generate text through the swarm",
+                              description="Generate text through the swarm's servers.")
+    p.add_argument("--initial-peers", nargs="+", required=True, metavar="HOST:PORT",
+                   help="DHT peers of the swarm")
+    p.add_argument("--model", default="default",
+                   help="checkpoint directory or hub id the client loads its embeddings and head "
+                        "from ('default': SmolLM2-135M-Instruct)")
+    p.add_argument("--model-name", help="name the servers announce (default: the checkpoint's directory name)")
+    p.add_argument("--prompt", required=True, help="the prompt (or the user message with --chat)")
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="most tokens to generate (default 64)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="sampling temperature; 0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    p.add_argument("--repetition-penalty", type=float, default=None, help="transformers' repetition penalty")
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end instead of streaming")
+    p.set_defaults(run=run)
+
+
+def _prompt_ids(tokenizer: Any, prompt: str, chat: bool) -> torch.Tensor:
+    if chat:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                            add_generation_prompt=True, return_tensors="pt",
+                                            return_dict=True)["input_ids"]
+    else:
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
+    return torch.as_tensor(ids)
+
+
+def _sampling(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"max_new_tokens": args.max_new_tokens}
+    if args.temperature > 0:
+        options.update(do_sample=True, temperature=args.temperature)
+        if args.top_k is not None:
+            options["top_k"] = args.top_k
+        if args.top_p is not None:
+            options["top_p"] = args.top_p
+    else:
+        options["do_sample"] = False
+    if args.repetition_penalty is not None:
+        options["repetition_penalty"] = args.repetition_penalty
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    path = resolve_model(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoDistributedModelForCausalLM.from_pretrained(path, args.initial_peers, model_name=args.model_name)
+    try:
+        ids = _prompt_ids(tokenizer, args.prompt, args.chat)
+        streamer = None if args.json else TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        began = time.perf_counter()
+        with model.inference_session(max_length=ids.shape[1] + args.max_new_tokens) as session:
+            out = model.generate(ids, streamer=streamer, **_sampling(args))
+            route = session.route
+        elapsed = time.perf_counter() - began
+        new = out[0, ids.shape[1]:]
+        speed = len(new) / elapsed if elapsed > 0 else 0.0
+        if args.json:
+            json.dump({"text": tokenizer.decode(new, skip_special_tokens=True), "tokens": new.tolist(),
+                       "route": route, "seconds": round(elapsed, 3), "tokens_per_s": round(speed, 2)},
+                      sys.stdout)
+            print()
+        else:
+            print(f"\n[route: {route}]\n[{len(new)} tokens in {elapsed:.2f} s: {speed:.1f} tokens/s]")
+    finally:
+        model.close()
+    return 0

@@ -1,0 +1,49 @@
+"""Publishes the server's signed record on the DHT every update period.
+
+The record is rebuilt at each announcement from live state (lifecycle phase, free cache),
+so the swarm map follows the server within one period; state changes (ONLINE, DRAINING,
+OFFLINE) are announced at once by the caller through `announce_now`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from swarm.dht import SwarmDHT
+from swarm.identity import Identity
+from swarm.records import ServerRecord
+
+logger = logging.getLogger(__name__)
+
+
+class Announcer:
+    """Keeps one server's record fresh on the DHT."""
+
+    def __init__(self, dht: SwarmDHT, identity: Identity, make_record: Callable[[], ServerRecord],
+                 period: float, ttl: float, timeout: float) -> None:
+        self.dht = dht
+        self.identity = identity
+        self.make_record = make_record
+        self.period = period
+        self.ttl = ttl
+        self.timeout = timeout
+
+    async def announce_now(self) -> None:
+        record = self.make_record()
+        try:
+            await asyncio.wait_for(self.dht.announce(self.identity, record, self.ttl), self.timeout)
+        except (TimeoutError, OSError) as error:
+            # the next period tries again; records outlive a few missed announcements
+            logger.warning("announcing %s blocks %s failed: %s", record.state.name, record.blocks, error)
+        else:
+            logger.debug("announced %s blocks %s of %s", record.state.name, record.blocks, record.model)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Re-announces every period until `stop` is set."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), self.period)
+            except TimeoutError:
+                await self.announce_now()

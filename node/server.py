@@ -1,0 +1,188 @@
+"""The block server: load blocks, serve them over gRPC, announce them on the DHT.
+
+    BlockServer(config).run(stop)
+
+Lifecycle: join the DHT, choose blocks (or take --blocks), announce JOINING, load the
+blocks (progress bar), measure throughput, start gRPC (block service, health,
+reflection), announce ONLINE and re-announce every period. When `stop` is set: announce
+DRAINING, refuse new sessions, let open sessions finish within the grace period,
+announce OFFLINE, stop gRPC, leave the DHT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+import swarm
+from node.allocator import CacheAllocator
+from node.announcer import Announcer
+from node.backend import BlockBackend
+from node.config import ServerConfig
+from node.families import BlockStack, ModelInfo, load_block_stack, read_model_info
+from node.inference import InferenceSessions
+from node.placement import ServerSpan, choose_blocks, placement_throughput
+from node.servicer import BlockServicer, add_to_server
+from node.state import ServingState
+from node.throughput import get_throughput
+from swarm.codec.entries import sign_record
+from swarm.codec.tensors import dtype_name
+from swarm.dht import SwarmDHT
+from swarm.dht.keys import server_key
+from swarm.identity import Identity
+from swarm.protocol import ServerInfo
+from swarm.records import BlockRange, ServerRecord, ServerState, Throughput
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = "swarm.v1.BlockService"
+MAX_MESSAGE_BYTES = 512 << 20
+"""gRPC message cap (a long prompt's hidden states exceed the 4 MB default)."""
+
+
+@dataclass
+class _Serving:
+    """What exists once blocks are loaded and the gRPC server runs."""
+
+    grpc_server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    backend: BlockBackend
+    allocator: CacheAllocator
+    address: str
+
+
+class BlockServer:
+    """One volunteer's block server."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.identity = (
+            Identity.load_or_create(config.identity_path) if config.identity_path else Identity.generate()
+        )
+        self.info: ModelInfo = read_model_info(config.model)
+        self.throughput = Throughput()
+        self.state: ServingState | None = None
+        self.serving: _Serving | None = None
+        self.dht: SwarmDHT | None = None
+        self.address = ""
+
+    @property
+    def server_id(self) -> str:
+        return self.identity.server_id
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.dht = await SwarmDHT.start(self.config.host, self.config.dht_port, list(self.config.initial_peers))
+        try:
+            blocks = self.config.blocks or await self._choose_blocks()
+            self.state = ServingState(self.config.model_name, blocks)
+            grpc_server, self.address = self._bind()
+            announcer = Announcer(self.dht, self.identity, self._record, self.config.update_period,
+                                  self.config.record_ttl, self.config.dht_timeout)
+            await announcer.announce_now()  # JOINING: others see where we go before we load
+            stack = await asyncio.get_running_loop().run_in_executor(None, self._load, blocks)
+            self.serving = await self._serve(grpc_server, self.address, stack)
+            self.state.phase = ServerState.ONLINE
+            await announcer.announce_now()
+            logger.info("serving blocks %s of %s at %s (server %s)", blocks, self.config.model_name,
+                        self.serving.address, self.server_id[:8])
+            await announcer.run(stop)
+            await self._drain(announcer)
+        finally:
+            if self.serving is not None:
+                await self.serving.grpc_server.stop(grace=1.0)
+                self.serving.backend.close()
+            await self.dht.stop()
+
+    async def _choose_blocks(self) -> BlockRange:
+        assert self.dht is not None
+        num = self.config.num_blocks or self.info.num_blocks
+        entries = await asyncio.gather(*(
+            asyncio.wait_for(self.dht.get_block_entries(self.config.model_name, b), self.config.dht_timeout)
+            for b in range(self.info.num_blocks)
+        ), return_exceptions=True)
+        spans = {
+            e.server_id: ServerSpan(e.server_id, e.blocks, max(e.forward_tokens_per_s, 1.0), e.state)
+            for found in entries if not isinstance(found, BaseException) for e in found
+        }
+        blocks = choose_blocks(spans.values(), self.info.num_blocks, min(num, self.info.num_blocks),
+                               max(placement_throughput(self.throughput), 1.0), exclude=self.server_id)
+        logger.info("chose blocks %s of %s (%d servers seen)", blocks, self.config.model_name, len(spans))
+        return blocks
+
+    def _load(self, blocks: BlockRange) -> BlockStack:
+        began = time.perf_counter()
+        stack = load_block_stack(self.config.model, blocks, self.config.torch_dtype)
+        logger.info("loaded blocks %s in %.1f s", blocks, time.perf_counter() - began)
+        self.throughput = get_throughput(stack, self.config.model_name, "none", self.config.throughput)
+        return stack
+
+    def _bind(self) -> tuple[grpc.aio.Server, str]:
+        """Creates the gRPC server and binds its port (so JOINING can carry the address)."""
+        options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+        server = grpc.aio.server(options=options)
+        port = server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        return server, self.config.public_address or f"{self.config.host}:{port}"
+
+    async def _serve(self, server: grpc.aio.Server, address: str, stack: BlockStack) -> _Serving:
+        assert self.state is not None
+        backend = BlockBackend(stack)
+        allocator = CacheAllocator(self.config.cache_tokens)
+        sessions = InferenceSessions(backend, allocator, self.state, self.config, self.server_id)
+        add_to_server(BlockServicer(backend, sessions, self.state, self.config.tensor_limits, self._info), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), server)
+        await server.start()
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return _Serving(server, health_servicer, backend, allocator, address)
+
+    async def _drain(self, announcer: Announcer) -> None:
+        assert self.state is not None and self.serving is not None
+        self.state.phase = ServerState.DRAINING
+        for name in ("", SERVICE_NAME):
+            await self.serving.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await announcer.announce_now()
+        logger.info("draining: waiting up to %.0f s for %d open sessions", self.config.drain_grace,
+                    self.state.active_sessions)
+        if not await self.state.wait_idle(self.config.drain_grace):
+            logger.warning("grace period over with %d sessions still open", self.state.active_sessions)
+        self.state.phase = ServerState.OFFLINE
+        await announcer.announce_now()
+
+    def _record(self) -> ServerRecord:
+        assert self.state is not None
+        now = time.time()
+        return ServerRecord(
+            server_id=self.server_id,
+            address=self.address,
+            model=self.config.model_name,
+            blocks=self.state.blocks,
+            state=self.state.phase,
+            throughput=self.throughput,
+            free_cache_tokens=self.serving.allocator.free if self.serving else self.config.cache_tokens,
+            cache_tokens=self.config.cache_tokens,
+            dtype=dtype_name(self.serving.backend.stack.dtype) if self.serving else "float32",
+            quantization="none",
+            version=swarm.__version__,
+            model_num_blocks=self.info.num_blocks,
+            hidden_size=self.info.hidden_size,
+            issued_at=now,
+            expiration=now + self.config.record_ttl,
+        )
+
+    def _info(self) -> ServerInfo:
+        assert self.state is not None and self.serving is not None
+        record = self._record()
+        return ServerInfo(
+            signed_record=sign_record(self.identity, record, server_key(self.server_id)),
+            active_sessions=self.state.active_sessions,
+            free_cache_tokens=self.serving.allocator.free,
+        )
