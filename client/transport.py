@@ -60,14 +60,19 @@ _UNAVAILABLE_CODES = {
 T = TypeVar("T")
 
 
+def status_error(code: grpc.StatusCode, details: str | None, peer: str, what: str) -> SwarmError:
+    """The swarm error for a call to `peer` that ended with status `code`."""
+    message = f"{what} on {peer} failed: {code.name}: {details}"
+    if code in _UNAVAILABLE_CODES or code is grpc.StatusCode.OK:
+        # OK here means the server ended the stream before answering
+        return PeerUnavailable(message, code=code.name, peer=peer)
+    return RemoteError(message, code=code.name, peer=peer)
+
+
 def map_rpc_error(error: BaseException, peer: str, what: str) -> SwarmError:
     """The swarm error for a failed call to `peer`."""
     if isinstance(error, grpc.aio.AioRpcError):
-        code = error.code()
-        message = f"{what} on {peer} failed: {code.name}: {error.details()}"
-        if code in _UNAVAILABLE_CODES:
-            return PeerUnavailable(message, code=code.name, peer=peer)
-        return RemoteError(message, code=code.name, peer=peer)
+        return status_error(error.code(), error.details(), peer, what)
     if isinstance(error, TimeoutError):
         return PeerUnavailable(f"{what} on {peer} timed out", code="DEADLINE_EXCEEDED", peer=peer)
     if isinstance(error, SwarmError):
@@ -79,7 +84,7 @@ def map_rpc_error(error: BaseException, peer: str, what: str) -> SwarmError:
 def _rpc_errors(peer: str, what: str) -> Iterator[None]:
     try:
         yield
-    except (grpc.aio.AioRpcError, TimeoutError, grpc.aio.UsageError) as error:
+    except (grpc.aio.AioRpcError, TimeoutError) as error:
         raise map_rpc_error(error, peer, what) from error
 
 
@@ -133,16 +138,16 @@ class InferenceStream:
         return cls(call, address, limits, reply)
 
     async def step(self, step: InferenceStep, timeout: float) -> torch.Tensor:
-        with _rpc_errors(self.address, f"step {step.step_id}"):
-            await _timed(self._call.write(messages.encode_inference_request(step)), timeout)
-            message = await _timed(self._call.read(), timeout)
+        what = f"step {step.step_id}"
+        with _rpc_errors(self.address, what):
+            try:
+                await _timed(self._call.write(messages.encode_inference_request(step)), timeout)
+                message = await _timed(self._call.read(), timeout)
+            except asyncio.InvalidStateError:
+                message = grpc.aio.EOF  # the server already ended the call: read its status
             if message is grpc.aio.EOF:
-                # the stream ended without a status: read it to explain why
-                await _timed(self._call.wait_for_connection(), timeout)
-                code = await self._call.code()
-                details = await self._call.details()
-                raise PeerUnavailable(f"{self.address} ended the session: {code} {details}",
-                                      peer=self.address)
+                code = await _timed(self._call.code(), timeout)
+                raise status_error(code, await self._call.details(), self.address, what)
             reply = messages.decode_inference_response(message, self._limits)
         if not isinstance(reply, InferenceResult) or reply.step_id != step.step_id:
             raise PeerUnavailable(f"{self.address} answered step {step.step_id} out of order",
@@ -159,7 +164,7 @@ class InferenceStream:
             ):
                 logger.debug("%s answered close with something else", self.address)
             await _timed(self._call.done_writing(), timeout)
-        except (grpc.aio.AioRpcError, TimeoutError, grpc.aio.UsageError, SwarmError) as error:
+        except (grpc.aio.AioRpcError, TimeoutError, asyncio.InvalidStateError, SwarmError) as error:
             logger.debug("closing session on %s: %s", self.address, error)
         finally:
             self._call.cancel()

@@ -1,0 +1,173 @@
+"""Bad input gets the right gRPC status and a clear message; the server serves others meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+
+import grpc
+import pytest
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from client.transport import CHANNEL_OPTIONS, ChannelPool, InferenceStream, server_info
+from swarm.codec import messages
+from swarm.codec.tensors import DEFAULT_LIMITS
+from swarm.errors import RemoteError
+from swarm.protocol import ForwardCall, InferenceOpen, InferenceStep
+from swarm.records import BlockRange
+from swarm.v1 import block_service_pb2 as pb
+from swarm.v1 import block_service_pb2_grpc
+from tests.integration.conftest import RunningSwarm
+
+HIDDEN = 32
+
+
+def _open(blocks: BlockRange = BlockRange(0, 2), max_length: int = 16, model: str = "tiny-llama",
+          batch: int = 1) -> InferenceOpen:
+    return InferenceOpen(model, blocks, batch, max_length, torch.float32, "test")
+
+
+def _step(tokens: int = 1, hidden: int = HIDDEN, dtype: torch.dtype = torch.float32, start: int = 0,
+          step_id: int = 0) -> InferenceStep:
+    return InferenceStep(step_id, torch.randn(1, tokens, hidden).to(dtype), start)
+
+
+async def _raw_stream(address: str, requests: Iterable[object]) -> tuple[grpc.StatusCode, str]:
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        stub = block_service_pb2_grpc.BlockServiceStub(channel)
+
+        async def source() -> AsyncIterator[object]:
+            for request in requests:
+                yield request
+
+        call = stub.Inference(source())
+        try:
+            async for _ in call:
+                pass
+        except grpc.aio.AioRpcError as error:
+            return error.code(), error.details() or ""
+        return await call.code(), ""
+
+
+@pytest.fixture()
+async def pool() -> AsyncIterator[ChannelPool]:
+    channels = ChannelPool()
+    yield channels
+    await channels.close()
+
+
+async def _expect(pool: ChannelPool, address: str, open_: InferenceOpen, step: InferenceStep | None,
+                  code: str, match: str) -> None:
+    with pytest.raises(RemoteError) as info:
+        stream = await InferenceStream.open(pool, address, open_, 5.0, DEFAULT_LIMITS)
+        if step is not None:
+            await stream.step(step, 5.0)
+    assert info.value.code == code, info.value
+    assert match in str(info.value), info.value
+
+
+async def test_bad_requests_get_clear_statuses_while_others_are_served(
+        llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
+    address = llama_swarm.servers[0].address
+    good = await InferenceStream.open(pool, address, _open(max_length=64), 5.0, DEFAULT_LIMITS)
+    position = 0
+
+    async def good_step() -> None:
+        nonlocal position
+        out = await good.step(_step(start=position, step_id=position), 5.0)
+        assert out.shape == (1, 1, HIDDEN) and torch.isfinite(out).all()
+        position += 1
+
+    cases = [
+        (_open(), _step(hidden=HIDDEN + 1), "INVALID_ARGUMENT", f"[batch, tokens, {HIDDEN}]"),
+        (_open(), _step(dtype=torch.bfloat16), "INVALID_ARGUMENT", "must be torch.float32"),
+        (_open(max_length=4), _step(tokens=5), "FAILED_PRECONDITION", "max_length 4"),
+        (_open(), _step(start=3), "FAILED_PRECONDITION", "holds only 0 tokens"),
+        (_open(blocks=BlockRange(1, 4)), None, "NOT_FOUND", "holds blocks 0:2"),
+        (_open(model="other-model"), None, "NOT_FOUND", "not 'other-model'"),
+        (_open(batch=0), None, "INVALID_ARGUMENT", "batch_size must be"),
+        (_open(max_length=5000), None, "RESOURCE_EXHAUSTED", "whole budget is 4096"),
+    ]
+    for open_, step, code, match in cases:
+        await _expect(pool, address, open_, step, code, match)
+        await good_step()
+    await good.close(5.0)
+
+
+async def test_cache_budget_waits_then_says_what_was_asked(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
+    address = llama_swarm.servers[1].address
+    holder = await InferenceStream.open(pool, address, _open(BlockRange(2, 4), max_length=3000), 5.0,
+                                        DEFAULT_LIMITS)
+    await _expect(pool, address, _open(BlockRange(2, 4), max_length=3000), None, "RESOURCE_EXHAUSTED",
+                  "asks for 3000 cache tokens; only 1096 of 4096 were free after waiting 0.5 s")
+    # once the first session closes, the same request fits
+    await holder.close(5.0)
+    again = await InferenceStream.open(pool, address, _open(BlockRange(2, 4), max_length=3000), 5.0,
+                                       DEFAULT_LIMITS)
+    await again.close(5.0)
+
+
+async def test_protocol_violations(llama_swarm: RunningSwarm) -> None:
+    address = llama_swarm.servers[0].address
+    step = messages.encode_inference_request(_step())
+    code, details = await _raw_stream(address, [step])
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "must start with an open" in details
+    opening = messages.encode_inference_request(_open())
+    code, details = await _raw_stream(address, [opening, opening])
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "already open" in details
+    broken = messages.encode_inference_request(_step())
+    broken.step.hidden_states.data = broken.step.hidden_states.data[:-3]
+    code, details = await _raw_stream(address, [opening, broken])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "needs 128 bytes, got 125" in details
+    code, details = await _raw_stream(address, [pb.InferenceRequest()])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "no message" in details
+
+
+async def test_idle_session_times_out(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
+    stream = await InferenceStream.open(pool, llama_swarm.servers[2].address, _open(BlockRange(4, 6)), 5.0,
+                                        DEFAULT_LIMITS)
+    await asyncio.sleep(3.5)
+    with pytest.raises(RemoteError) as info:
+        await stream.step(_step(), 5.0)
+    assert info.value.code == "DEADLINE_EXCEEDED" and "idle" in str(info.value)
+
+
+async def test_forward_rejects_bad_calls(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
+    from client.transport import forward
+
+    address = llama_swarm.servers[0].address
+    ok = await forward(pool, address, ForwardCall("tiny-llama", BlockRange(0, 2), (torch.randn(2, 3, HIDDEN),)),
+                       10.0, DEFAULT_LIMITS)
+    assert ok.shape == (2, 3, HIDDEN)
+    bad = [
+        (ForwardCall("tiny-llama", BlockRange(0, 2), (torch.randn(2, 3, 7),)), "INVALID_ARGUMENT"),
+        (ForwardCall("tiny-llama", BlockRange(0, 2), (torch.ones(2, 3, HIDDEN, dtype=torch.int64),)),
+         "INVALID_ARGUMENT"),
+        (ForwardCall("tiny-llama", BlockRange(2, 4), (torch.randn(1, 3, HIDDEN),)), "NOT_FOUND"),
+        (ForwardCall("tiny-llama", BlockRange(0, 2), (torch.randn(1, 3, HIDDEN), torch.ones(1, 4))),
+         "INVALID_ARGUMENT"),
+    ]
+    for call, code in bad:
+        with pytest.raises(RemoteError) as info:
+            await forward(pool, address, call, 10.0, DEFAULT_LIMITS)
+        assert info.value.code == code, info.value
+
+
+async def test_info_health_and_reflection(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
+    address = llama_swarm.servers[0].address
+    info = await server_info(pool, address, 5.0)
+    assert info.free_cache_tokens <= 4096 and len(info.signed_record) > 64
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="swarm.v1.BlockService"))
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+        async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        services = [s.name async for r in reflection.ServerReflectionInfo(ask())
+                    for s in r.list_services_response.service]
+        assert "swarm.v1.BlockService" in services
