@@ -20,6 +20,9 @@ class ClientConfig:
     """Opening a session on a server."""
     step_timeout: float = 30.0
     """One inference step on one server; a silent server past this is failed over."""
+    push_allowance: float = 6.0
+    """Extra wait for a server's result in a chained route: it first pushes to the next
+    server, which may take up to that server's --push-timeout before it gives up."""
     forward_timeout: float = 300.0
     """One batch forward/backward call."""
     dht_timeout: float = 10.0
@@ -33,6 +36,6 @@ class ClientConfig:
     map_ttl: float = 5.0
     """How long a fetched view of the swarm is reused before asking the DHT again."""
     routing: RoutingConfig = field(default_factory=RoutingConfig)
-    """Route search and pricing."""
+    """Route search and pricing; `routing.chained` also turns server-to-server pushes on."""
     tensor_limits: TensorLimits = field(default_factory=lambda: TensorLimits(max_bytes=512 << 20))
     """Bounds on tensors decoded from servers."""

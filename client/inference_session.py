@@ -23,7 +23,7 @@ import torch
 from client.swarm_client import SwarmClient
 from client.transport import InferenceStream
 from swarm.errors import InvalidInput, PeerUnavailable, RemoteError, SessionStateError, SwarmError
-from swarm.protocol import InferenceOpen, InferenceStep
+from swarm.protocol import InferenceOpen, InferenceStep, NextHop
 from swarm.records import BlockRange
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,12 @@ class _Segment:
     server_id: str
     blocks: BlockRange
     stream: InferenceStream
+    session_id: str
+    """Unique per segment: one server may hold two segments of a route."""
+
+    @property
+    def hop(self) -> NextHop:
+        return NextHop(self.stream.address, self.session_id)
 
 
 @dataclass
@@ -91,11 +97,13 @@ class RemoteInferenceSession:
         config = self.client.config
 
         async def open_one(server_id: str, blocks: BlockRange) -> _Segment:
+            # random ids: knowing a session's id is what allows pushing steps into it
+            session_id = f"{self.session_id}-{uuid.uuid4().hex[:16]}"
             request = InferenceOpen(self.model, blocks, self.batch_size, self.max_length, self.dtype,
-                                    self.session_id)
+                                    session_id)
             stream = await InferenceStream.open(self.client.pool, addresses[server_id], request,
                                                 config.connect_timeout, config.tensor_limits)
-            return _Segment(server_id, blocks, stream)
+            return _Segment(server_id, blocks, stream, session_id)
 
         opened = await asyncio.gather(
             *(open_one(s.server_id, s.blocks) for s in route.segments), return_exceptions=True
@@ -125,21 +133,37 @@ class RemoteInferenceSession:
         if attention_mask is None:
             attention_mask = torch.ones(batch, start + tokens, dtype=torch.int64)
         x = hidden.to(self.dtype)
-        index, retries = 0, 0
+        chained = self.client.config.routing.chained
+        step_id = next(self._step_ids)
+        index, retries, send = 0, 0, True
         while index < len(self.segments):
             segment = self.segments[index]
             self._record(segment.blocks.start, x, start, position_ids, attention_mask)
+            onward = tuple(s.hop for s in self.segments[index + 1 :]) if chained else ()
             try:
-                step = InferenceStep(next(self._step_ids), x, start, position_ids, attention_mask)
-                y = await segment.stream.step(step, self.client.config.step_timeout)
+                if send:
+                    await segment.stream.send(
+                        InferenceStep(step_id, x, start, position_ids, attention_mask, onward),
+                        self.client.config.step_timeout)
+                result = await segment.stream.receive(step_id, self._result_timeout(bool(onward)))
             except SwarmError as error:
                 retries = self._check_retry(error, retries)
                 await self._recover(index, error, start)
+                send = True
                 continue
             self.client.bans.succeeded(segment.server_id)
-            x, index = y, index + 1
+            x, index = result.hidden_states, index + 1
+            # with chaining the server has pushed x on; relay it ourselves only if that failed
+            send = not onward or result.push_failed
+            if onward and result.push_failed:
+                logger.info("session %s: push after %s failed; relaying step %d", self.session_id,
+                            segment.server_id[:8], step_id)
         self.position = start + tokens
         return x
+
+    def _result_timeout(self, pushes: bool) -> float:
+        config = self.client.config
+        return config.step_timeout + (config.push_allowance if pushes else 0.0)
 
     def _check_step(self, hidden: torch.Tensor, start: int) -> None:
         if hidden.dim() != 3 or hidden.shape[0] != self.batch_size:

@@ -137,22 +137,43 @@ class InferenceStream:
             raise PeerUnavailable(f"{address} did not open the session", peer=address)
         return cls(call, address, limits, reply)
 
-    async def step(self, step: InferenceStep, timeout: float) -> torch.Tensor:
+    async def send(self, step: InferenceStep, timeout: float) -> None:
+        """Sends a step without waiting for its result."""
         what = f"step {step.step_id}"
         with _rpc_errors(self.address, what):
             try:
                 await _timed(self._call.write(messages.encode_inference_request(step)), timeout)
-                message = await _timed(self._call.read(), timeout)
             except asyncio.InvalidStateError:
-                message = grpc.aio.EOF  # the server already ended the call: read its status
-            if message is grpc.aio.EOF:
-                code = await _timed(self._call.code(), timeout)
-                raise status_error(code, await self._call.details(), self.address, what)
-            reply = messages.decode_inference_response(message, self._limits)
-        if not isinstance(reply, InferenceResult) or reply.step_id != step.step_id:
-            raise PeerUnavailable(f"{self.address} answered step {step.step_id} out of order",
-                                  peer=self.address)
-        return reply.hidden_states
+                raise await self._ended(what, timeout) from None
+
+    async def receive(self, step_id: int, timeout: float) -> InferenceResult:
+        """The result of step `step_id` (sent by us or pushed by the previous server)."""
+        what = f"step {step_id}"
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            with _rpc_errors(self.address, what):
+                left = deadline - asyncio.get_running_loop().time()
+                message = await _timed(self._call.read(), max(left, 0.0))
+                if message is grpc.aio.EOF:
+                    raise await self._ended(what, timeout)
+                reply = messages.decode_inference_response(message, self._limits)
+            # a step pushed twice (its first pusher died after pushing and was replaced)
+            # is answered twice: skip the stale copy
+            if not (isinstance(reply, InferenceResult) and reply.step_id < step_id):
+                break
+        if not isinstance(reply, InferenceResult) or reply.step_id != step_id:
+            raise PeerUnavailable(f"{self.address} answered step {step_id} out of order", peer=self.address)
+        return reply
+
+    async def step(self, step: InferenceStep, timeout: float) -> torch.Tensor:
+        """Sends a step and returns its output hidden states."""
+        await self.send(step, timeout)
+        return (await self.receive(step.step_id, timeout)).hidden_states
+
+    async def _ended(self, what: str, timeout: float) -> SwarmError:
+        """The error for a call the server has ended: read its status."""
+        code = await _timed(self._call.code(), timeout)
+        return status_error(code, await self._call.details(), self.address, what)
 
     async def close(self, timeout: float) -> None:
         """Closes politely; a server that is already gone is not an error here."""

@@ -51,6 +51,8 @@ class ServerConfig:
     """Most tokens one session may hold per row."""
     tensor_limits: TensorLimits = field(default_factory=lambda: TensorLimits(max_bytes=256 << 20))
     """Bounds on tensors decoded from requests."""
+    push_timeout: float = 5.0
+    """Timeout of a push to the next server of a chained route."""
     dht_timeout: float = 10.0
     """Timeout of each DHT operation."""
     throughput: float | None = None

@@ -3,12 +3,19 @@
 open -> (step)* -> close. The session reserves batch_size x max_length cache tokens for
 its lifetime, keeps its own KV cache for the requested sub-range of blocks, answers each
 step with the hidden states after those blocks, and ends on close, on an error, on idle
-timeout or when the client goes away. It knows nothing of protobuf or gRPC.
+timeout or when the client goes away.
+
+Steps reach a session from its client's stream or, in a chained route, pushed by the
+previous server (`push`); both land in the session's inbox and are processed in order.
+After a step that names next hops, the output is pushed to the next server before the
+client gets its copy, so the chain is not slowed by the client's link.
+It knows nothing of protobuf or gRPC.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -16,9 +23,11 @@ from node.allocator import CacheAllocator
 from node.backend import BlockBackend
 from node.config import ServerConfig
 from node.error_mapping import SessionTimeout
+from node.families import SessionCache
+from node.push_client import PushClient
 from node.state import ServingState
 from node.validation import check_blocks, check_open, check_step
-from swarm.errors import SessionStateError
+from swarm.errors import NotServed, SessionStateError, SwarmError
 from swarm.protocol import (
     InferenceClose,
     InferenceClosed,
@@ -28,9 +37,15 @@ from swarm.protocol import (
     InferenceResponse,
     InferenceResult,
     InferenceStep,
+    PushedStep,
 )
 
 logger = logging.getLogger(__name__)
+
+INBOX_SIZE = 16
+"""Steps a session may have queued; a chained client never has more than a few."""
+
+_Item = InferenceRequest | SwarmError | None  # None: the client's stream ended
 
 
 class InferenceSessions:
@@ -49,17 +64,27 @@ class InferenceSessions:
         self.state = state
         self.config = config
         self.server_id = server_id
+        self.pusher = PushClient(config.push_timeout)
+        self._inboxes: dict[str, asyncio.Queue[_Item]] = {}
 
-    async def _next(self, requests: AsyncIterator[InferenceRequest]) -> InferenceRequest | None:
+    async def _first(self, requests: AsyncIterator[InferenceRequest]) -> InferenceRequest | None:
         try:
             return await asyncio.wait_for(anext(requests, None), self.config.session_idle_timeout)
         except TimeoutError:
-            raise SessionTimeout(
-                f"session idle for more than {self.config.session_idle_timeout:g} s; closed"
-            ) from None
+            raise SessionTimeout("no open message; session closed") from None
+
+    def push(self, pushed: PushedStep) -> None:
+        """Queues a step pushed by the previous server of a chain."""
+        inbox = self._inboxes.get(pushed.session_id)
+        if inbox is None:
+            raise NotServed(f"no open session {pushed.session_id!r} on this server (unknown or closed)")
+        try:
+            inbox.put_nowait(pushed.step)
+        except asyncio.QueueFull:
+            raise SessionStateError(f"session {pushed.session_id} has {INBOX_SIZE} steps queued") from None
 
     async def serve(self, requests: AsyncIterator[InferenceRequest]) -> AsyncIterator[InferenceResponse]:
-        first = await self._next(requests)
+        first = await self._first(requests)
         if first is None:
             return
         if not isinstance(first, InferenceOpen):
@@ -67,6 +92,8 @@ class InferenceSessions:
                                     f"{type(first).__name__.removeprefix('Inference').lower()}")
         check_blocks(first.model, first.blocks, self.state.model_name, self.state.blocks)
         check_open(first, self.config.max_batch_size, self.config.max_session_length)
+        if first.session_id in self._inboxes:
+            raise SessionStateError(f"session id {first.session_id!r} is already in use on this server")
         self.state.check_accepting()
         who = f"{first.session_id or '?'}[{first.blocks}]"
         tokens = first.batch_size * first.max_length
@@ -75,34 +102,66 @@ class InferenceSessions:
                 logger.info("session %s opened: batch %d, max_length %d", who, first.batch_size,
                             first.max_length)
                 yield InferenceOpened(self.server_id, tokens)
-                async for response in self._steps(first, requests, who):
-                    yield response
+                async with self._inbox(first.session_id, requests) as inbox:
+                    async for response in self._steps(first, inbox, who):
+                        yield response
         logger.info("session %s ended", who)
 
-    async def _steps(
-        self, open_: InferenceOpen, requests: AsyncIterator[InferenceRequest], who: str
-    ) -> AsyncIterator[InferenceResponse]:
+    @contextlib.asynccontextmanager
+    async def _inbox(self, session_id: str, requests: AsyncIterator[InferenceRequest]
+                     ) -> AsyncIterator[asyncio.Queue[_Item]]:
+        """The session's inbox, fed by its client's stream and by pushes."""
+        inbox: asyncio.Queue[_Item] = asyncio.Queue(INBOX_SIZE)
+
+        async def pump() -> None:
+            try:
+                async for request in requests:
+                    await inbox.put(request)
+            except SwarmError as error:  # e.g. a malformed message: end the session with it
+                await inbox.put(error)
+                return
+            await inbox.put(None)
+
+        if session_id:
+            self._inboxes[session_id] = inbox
+        reader = asyncio.create_task(pump(), name=f"session-{session_id}-reader")  # owned, cancelled below
+        try:
+            yield inbox
+        finally:
+            self._inboxes.pop(session_id, None)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _steps(self, open_: InferenceOpen, inbox: asyncio.Queue[_Item], who: str
+                     ) -> AsyncIterator[InferenceResponse]:
         cache = self.backend.new_cache(open_.blocks)
         while True:
-            request = await self._next(requests)
-            if request is None:
+            try:
+                item = await asyncio.wait_for(inbox.get(), self.config.session_idle_timeout)
+            except TimeoutError:
+                raise SessionTimeout(
+                    f"session idle for more than {self.config.session_idle_timeout:g} s; closed"
+                ) from None
+            if item is None:
                 return  # client went away without close: free everything quietly
-            if isinstance(request, InferenceClose):
+            if isinstance(item, SwarmError):
+                raise item
+            if isinstance(item, InferenceClose):
                 yield InferenceClosed()
                 return
-            if isinstance(request, InferenceOpen):
+            if isinstance(item, InferenceOpen):
                 raise SessionStateError(f"session {who} is already open")
-            yield await self._step(open_, request, cache)
+            yield await self._step(open_, item, cache)
 
-    async def _step(self, open_: InferenceOpen, step: InferenceStep, cache: object) -> InferenceResult:
-        cached = self.backend.cache_length(cache)  # type: ignore[arg-type]
-        check_step(step, open_, cached, self.backend.hidden_size)
-        out = await self.backend.step(
-            cache,  # type: ignore[arg-type]
-            open_.blocks,
-            step.hidden_states,
-            step.start_position,
-            step.position_ids,
-            step.attention_mask,
-        )
-        return InferenceResult(step.step_id, out)
+    async def _step(self, open_: InferenceOpen, step: InferenceStep, cache: SessionCache) -> InferenceResult:
+        check_step(step, open_, self.backend.cache_length(cache), self.backend.hidden_size)
+        out = await self.backend.step(cache, open_.blocks, step.hidden_states, step.start_position,
+                                      step.position_ids, step.attention_mask)
+        push_failed = False
+        if step.next_hops:
+            hop, rest = step.next_hops[0], step.next_hops[1:]
+            onward = InferenceStep(step.step_id, out, step.start_position, step.position_ids,
+                                   step.attention_mask, rest)
+            push_failed = not await self.pusher.push(hop.address, PushedStep(hop.session_id, onward))
+        return InferenceResult(step.step_id, out, push_failed)

@@ -54,6 +54,7 @@ class _Serving:
     health: health.aio.HealthServicer
     backend: BlockBackend
     allocator: CacheAllocator
+    sessions: InferenceSessions
     address: str
 
 
@@ -96,6 +97,7 @@ class BlockServer:
         finally:
             if self.serving is not None:
                 await self.serving.grpc_server.stop(grace=1.0)
+                await self.serving.sessions.pusher.close()
                 self.serving.backend.close()
             await self.dht.stop()
 
@@ -142,7 +144,7 @@ class BlockServer:
         await server.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        return _Serving(server, health_servicer, backend, allocator, address)
+        return _Serving(server, health_servicer, backend, allocator, sessions, address)
 
     async def _drain(self, announcer: Announcer) -> None:
         assert self.state is not None and self.serving is not None

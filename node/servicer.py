@@ -94,6 +94,11 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
     async def Info(self, request, context):  # type: ignore[no-untyped-def]
         return messages.encode_info(self.info())
 
+    @grpc_errors
+    async def Push(self, request, context):  # type: ignore[no-untyped-def]
+        self.sessions.push(messages.decode_push(request, self.limits))
+        return messages.push_response()
+
 
 def add_to_server(servicer: BlockServicer, server: grpc.aio.Server) -> None:
     block_service_pb2_grpc.add_BlockServiceServicer_to_server(servicer, server)

@@ -46,6 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="seconds between DHT announcements (default 30)")
     p.add_argument("--drain-grace", type=float, default=30.0,
                    help="on shutdown, seconds open sessions may finish (default 30)")
+    p.add_argument("--push-timeout", type=float, default=5.0,
+                   help="seconds a push to the next server of a chained route may take (default 5)")
     p.add_argument("--throughput", type=float,
                    help="tokens/s per block to announce instead of measuring")
     p.add_argument("--identity", type=Path, help="key file of this server's identity (created if missing)")
@@ -72,6 +74,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         drain_grace=args.drain_grace,
         identity_path=args.identity,
         throughput=args.throughput,
+        push_timeout=args.push_timeout,
     )
 
 

@@ -27,6 +27,14 @@ class InferenceOpen:
 
 
 @dataclass(frozen=True)
+class NextHop:
+    """Where a server pushes a step's output next (server-to-server chaining)."""
+
+    address: str
+    session_id: str
+
+
+@dataclass(frozen=True)
 class InferenceStep:
     """One step: hidden states of new tokens, appended at `start_position`."""
 
@@ -35,6 +43,8 @@ class InferenceStep:
     start_position: int = 0
     position_ids: torch.Tensor | None = None
     attention_mask: torch.Tensor | None = None
+    next_hops: tuple[NextHop, ...] = ()
+    """The rest of the chain after the receiving server (empty: no push)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,8 @@ class InferenceResult:
 
     step_id: int
     hidden_states: torch.Tensor
+    push_failed: bool = False
+    """The push to the next server failed: the client relays this output itself."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,14 @@ class InferenceClosed:
 
 
 InferenceResponse = InferenceOpened | InferenceResult | InferenceClosed
+
+
+@dataclass(frozen=True)
+class PushedStep:
+    """A step one server hands to the next server's session."""
+
+    session_id: str
+    step: InferenceStep
 
 
 @dataclass(frozen=True)

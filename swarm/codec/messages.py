@@ -35,6 +35,8 @@ from swarm.protocol import (
     InferenceResponse,
     InferenceResult,
     InferenceStep,
+    NextHop,
+    PushedStep,
     ServerInfo,
 )
 from swarm.records import BlockRange
@@ -46,6 +48,15 @@ CHUNK_BYTES = 1 << 20
 
 MAX_STREAM_TENSORS = 4
 """Most tensors one Forward/Backward call may declare."""
+
+MAX_NEXT_HOPS = 64
+"""Longest chain a step may carry."""
+
+MAX_ID_CHARS = 128
+"""Longest session id; longer ones are rejected."""
+
+MAX_ADDRESS_CHARS = 256
+"""Longest host:port address."""
 
 
 def _blocks_from_wire(message: record_pb2.BlockRange) -> BlockRange:
@@ -74,17 +85,47 @@ def encode_inference_request(request: InferenceRequest) -> pb.InferenceRequest:
             )
         )
     if isinstance(request, InferenceStep):
-        step = pb.InferenceStep(
-            step_id=request.step_id,
-            hidden_states=encode_tensor(request.hidden_states),
-            start_position=request.start_position,
-        )
-        if request.position_ids is not None:
-            step.position_ids.CopyFrom(encode_tensor(request.position_ids))
-        if request.attention_mask is not None:
-            step.attention_mask.CopyFrom(encode_tensor(request.attention_mask))
-        return pb.InferenceRequest(step=step)
+        return pb.InferenceRequest(step=_encode_step(request))
     return pb.InferenceRequest(close=pb.InferenceClose())
+
+
+def _encode_step(request: InferenceStep) -> pb.InferenceStep:
+    step = pb.InferenceStep(
+        step_id=request.step_id,
+        hidden_states=encode_tensor(request.hidden_states),
+        start_position=request.start_position,
+        next_hops=[pb.NextHop(address=h.address, session_id=h.session_id) for h in request.next_hops],
+    )
+    if request.position_ids is not None:
+        step.position_ids.CopyFrom(encode_tensor(request.position_ids))
+    if request.attention_mask is not None:
+        step.attention_mask.CopyFrom(encode_tensor(request.attention_mask))
+    return step
+
+
+def _decode_step(s: pb.InferenceStep, limits: TensorLimits) -> InferenceStep:
+    if not s.HasField("hidden_states"):
+        raise CodecError("step message has no hidden_states")
+    if len(s.next_hops) > MAX_NEXT_HOPS:
+        raise CodecError(f"a step may carry at most {MAX_NEXT_HOPS} next hops, got {len(s.next_hops)}")
+    for hop in s.next_hops:
+        _checked_id(hop.session_id)
+        if not 0 < len(hop.address) <= MAX_ADDRESS_CHARS:
+            raise CodecError(f"next hop address must have 1..{MAX_ADDRESS_CHARS} characters")
+    return InferenceStep(
+        step_id=s.step_id,
+        hidden_states=decode_tensor(s.hidden_states, limits),
+        start_position=s.start_position,
+        position_ids=decode_tensor(s.position_ids, limits) if s.HasField("position_ids") else None,
+        attention_mask=decode_tensor(s.attention_mask, limits) if s.HasField("attention_mask") else None,
+        next_hops=tuple(NextHop(h.address, h.session_id) for h in s.next_hops),
+    )
+
+
+def _checked_id(session_id: str) -> str:
+    if len(session_id) > MAX_ID_CHARS:
+        raise CodecError(f"session id longer than {MAX_ID_CHARS} characters")
+    return session_id
 
 
 def decode_inference_request(
@@ -101,21 +142,10 @@ def decode_inference_request(
             batch_size=o.batch_size,
             max_length=o.max_length,
             dtype=dtype_from_wire(o.dtype),
-            session_id=o.session_id[:128],
+            session_id=_checked_id(o.session_id),
         )
     if kind == "step":
-        s = message.step
-        if not s.HasField("hidden_states"):
-            raise CodecError("step message has no hidden_states")
-        return InferenceStep(
-            step_id=s.step_id,
-            hidden_states=decode_tensor(s.hidden_states, limits),
-            start_position=s.start_position,
-            position_ids=decode_tensor(s.position_ids, limits) if s.HasField("position_ids") else None,
-            attention_mask=(
-                decode_tensor(s.attention_mask, limits) if s.HasField("attention_mask") else None
-            ),
-        )
+        return _decode_step(message.step, limits)
     if kind == "close":
         return InferenceClose()
     raise CodecError("inference request carries no message")
@@ -132,7 +162,9 @@ def encode_inference_response(response: InferenceResponse) -> pb.InferenceRespon
     if isinstance(response, InferenceResult):
         return pb.InferenceResponse(
             result=pb.InferenceResult(
-                step_id=response.step_id, hidden_states=encode_tensor(response.hidden_states)
+                step_id=response.step_id,
+                hidden_states=encode_tensor(response.hidden_states),
+                push_failed=response.push_failed,
             )
         )
     return pb.InferenceResponse(closed=pb.InferenceClosed())
@@ -151,6 +183,7 @@ def decode_inference_response(
         return InferenceResult(
             step_id=message.result.step_id,
             hidden_states=decode_tensor(message.result.hidden_states, limits),
+            push_failed=message.result.push_failed,
         )
     if kind == "closed":
         return InferenceClosed()
@@ -262,6 +295,23 @@ async def decode_tensor_stream(
             raise CodecError("only chunk messages may follow the header")
         _add_chunk(assembly, message.chunk)  # type: ignore[attr-defined]
     return _finish_assembly(assembly, limits)
+
+
+# ---- Push ------------------------------------------------------------------------
+
+
+def encode_push(push: PushedStep) -> pb.PushRequest:
+    return pb.PushRequest(session_id=push.session_id, step=_encode_step(push.step))
+
+
+def decode_push(message: pb.PushRequest, limits: TensorLimits = DEFAULT_LIMITS) -> PushedStep:
+    if not message.HasField("step"):
+        raise CodecError("push carries no step")
+    return PushedStep(_checked_id(message.session_id), _decode_step(message.step, limits))
+
+
+def push_response() -> pb.PushResponse:
+    return pb.PushResponse()
 
 
 # ---- Info ------------------------------------------------------------------------

@@ -34,19 +34,29 @@ class InferenceOpen(_message.Message):
     session_id: str
     def __init__(self, model: _Optional[str] = ..., blocks: _Optional[_Union[_record_pb2.BlockRange, _Mapping]] = ..., batch_size: _Optional[int] = ..., max_length: _Optional[int] = ..., dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., session_id: _Optional[str] = ...) -> None: ...
 
+class NextHop(_message.Message):
+    __slots__ = ("address", "session_id")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    session_id: str
+    def __init__(self, address: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+
 class InferenceStep(_message.Message):
-    __slots__ = ("step_id", "hidden_states", "start_position", "position_ids", "attention_mask")
+    __slots__ = ("step_id", "hidden_states", "start_position", "position_ids", "attention_mask", "next_hops")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_STATES_FIELD_NUMBER: _ClassVar[int]
     START_POSITION_FIELD_NUMBER: _ClassVar[int]
     POSITION_IDS_FIELD_NUMBER: _ClassVar[int]
     ATTENTION_MASK_FIELD_NUMBER: _ClassVar[int]
+    NEXT_HOPS_FIELD_NUMBER: _ClassVar[int]
     step_id: int
     hidden_states: _tensor_pb2.Tensor
     start_position: int
     position_ids: _tensor_pb2.Tensor
     attention_mask: _tensor_pb2.Tensor
-    def __init__(self, step_id: _Optional[int] = ..., hidden_states: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., start_position: _Optional[int] = ..., position_ids: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., attention_mask: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    next_hops: _containers.RepeatedCompositeFieldContainer[NextHop]
+    def __init__(self, step_id: _Optional[int] = ..., hidden_states: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., start_position: _Optional[int] = ..., position_ids: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., attention_mask: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., next_hops: _Optional[_Iterable[_Union[NextHop, _Mapping]]] = ...) -> None: ...
 
 class InferenceClose(_message.Message):
     __slots__ = ()
@@ -71,12 +81,14 @@ class InferenceOpened(_message.Message):
     def __init__(self, server_id: _Optional[str] = ..., reserved_cache_tokens: _Optional[int] = ...) -> None: ...
 
 class InferenceResult(_message.Message):
-    __slots__ = ("step_id", "hidden_states")
+    __slots__ = ("step_id", "hidden_states", "push_failed")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_STATES_FIELD_NUMBER: _ClassVar[int]
+    PUSH_FAILED_FIELD_NUMBER: _ClassVar[int]
     step_id: int
     hidden_states: _tensor_pb2.Tensor
-    def __init__(self, step_id: _Optional[int] = ..., hidden_states: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    push_failed: bool
+    def __init__(self, step_id: _Optional[int] = ..., hidden_states: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., push_failed: _Optional[bool] = ...) -> None: ...
 
 class InferenceClosed(_message.Message):
     __slots__ = ()
@@ -129,6 +141,18 @@ class BackwardResponse(_message.Message):
     header: TensorStreamHeader
     chunk: bytes
     def __init__(self, header: _Optional[_Union[TensorStreamHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class PushRequest(_message.Message):
+    __slots__ = ("session_id", "step")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    step: InferenceStep
+    def __init__(self, session_id: _Optional[str] = ..., step: _Optional[_Union[InferenceStep, _Mapping]] = ...) -> None: ...
+
+class PushResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()

@@ -54,6 +54,11 @@ class BlockServiceStub:
                 request_serializer=swarm_dot_v1_dot_block__service__pb2.InfoRequest.SerializeToString,
                 response_deserializer=swarm_dot_v1_dot_block__service__pb2.InfoResponse.FromString,
                 _registered_method=True)
+        self.Push = channel.unary_unary(
+                '/swarm.v1.BlockService/Push',
+                request_serializer=swarm_dot_v1_dot_block__service__pb2.PushRequest.SerializeToString,
+                response_deserializer=swarm_dot_v1_dot_block__service__pb2.PushResponse.FromString,
+                _registered_method=True)
 
 
 class BlockServiceServicer:
@@ -89,6 +94,14 @@ class BlockServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Push(self, request, context):
+        """Server-to-server chaining: the previous server of a route hands a step's output
+        to this server's open session `session_id`, as if its client had sent the step.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BlockServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +124,11 @@ def add_BlockServiceServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=swarm_dot_v1_dot_block__service__pb2.InfoRequest.FromString,
                     response_serializer=swarm_dot_v1_dot_block__service__pb2.InfoResponse.SerializeToString,
+            ),
+            'Push': grpc.unary_unary_rpc_method_handler(
+                    servicer.Push,
+                    request_deserializer=swarm_dot_v1_dot_block__service__pb2.PushRequest.FromString,
+                    response_serializer=swarm_dot_v1_dot_block__service__pb2.PushResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +239,33 @@ class BlockService:
             '/swarm.v1.BlockService/Info',
             swarm_dot_v1_dot_block__service__pb2.InfoRequest.SerializeToString,
             swarm_dot_v1_dot_block__service__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Push(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarm.v1.BlockService/Push',
+            swarm_dot_v1_dot_block__service__pb2.PushRequest.SerializeToString,
+            swarm_dot_v1_dot_block__service__pb2.PushResponse.FromString,
             options,
             channel_credentials,
             insecure,

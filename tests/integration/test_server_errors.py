@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterable
 
 import grpc
@@ -15,7 +16,7 @@ from client.transport import CHANNEL_OPTIONS, ChannelPool, InferenceStream, serv
 from swarm.codec import messages
 from swarm.codec.tensors import DEFAULT_LIMITS
 from swarm.errors import RemoteError
-from swarm.protocol import ForwardCall, InferenceOpen, InferenceStep
+from swarm.protocol import ForwardCall, InferenceOpen, InferenceStep, PushedStep
 from swarm.records import BlockRange
 from swarm.v1 import block_service_pb2 as pb
 from swarm.v1 import block_service_pb2_grpc
@@ -26,7 +27,7 @@ HIDDEN = 32
 
 def _open(blocks: BlockRange = BlockRange(0, 2), max_length: int = 16, model: str = "tiny-llama",
           batch: int = 1) -> InferenceOpen:
-    return InferenceOpen(model, blocks, batch, max_length, torch.float32, "test")
+    return InferenceOpen(model, blocks, batch, max_length, torch.float32, uuid.uuid4().hex)
 
 
 def _step(tokens: int = 1, hidden: int = HIDDEN, dtype: torch.dtype = torch.float32, start: int = 0,
@@ -123,6 +124,24 @@ async def test_protocol_violations(llama_swarm: RunningSwarm) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "needs 128 bytes, got 125" in details
     code, details = await _raw_stream(address, [pb.InferenceRequest()])
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "no message" in details
+
+
+async def test_push_to_unknown_or_closed_session(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
+    address = llama_swarm.servers[0].address
+    open_ = _open()
+    stream = await InferenceStream.open(pool, address, open_, 5.0, DEFAULT_LIMITS)
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        stub = block_service_pb2_grpc.BlockServiceStub(channel)
+        # a push into the open session is answered on the session's own stream
+        await stub.Push(messages.encode_push(PushedStep(open_.session_id, _step())))
+        result = await stream.receive(0, 5.0)
+        assert result.hidden_states.shape == (1, 1, HIDDEN)
+        await stream.close(5.0)
+        for session_id in (open_.session_id, "no-such-session"):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Push(messages.encode_push(PushedStep(session_id, _step())))
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "unknown or closed" in (info.value.details() or "")
 
 
 async def test_idle_session_times_out(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
