@@ -88,7 +88,17 @@ class RemoteInferenceSession:
         return " -> ".join(f"{s.server_id[:8]}@{s.stream.address}[{s.blocks}]" for s in self.segments)
 
     async def open(self) -> None:
-        self.segments = await self._open_route(self.span, None, None)
+        """Opens streams on a route; servers that fail to open are banned and routed around."""
+        for _ in range(self.client.config.max_retries):
+            try:
+                self.segments = await self._open_route(self.span, None, None)
+            except _SegmentFailed as failed:
+                logger.warning("session %s: %s", self.session_id, failed)
+                self.client.ban(failed.server_id)
+                continue
+            return
+        raise PeerUnavailable(f"could not open a session over {self.span} of {self.model} after "
+                              f"{self.client.config.max_retries} attempts")
 
     async def _open_route(self, span: BlockRange, after: str | None, before: str | None) -> list[_Segment]:
         route, addresses = await self.client.route(
