@@ -27,6 +27,10 @@ class ClientConfig:
     """One batch forward/backward call."""
     dht_timeout: float = 10.0
     """One DHT lookup."""
+    probe_timeout: float = 2.0
+    """One RTT probe of a server."""
+    max_probes: int = 16
+    """RTT probes (and record lookups) in flight at once."""
     max_retries: int = 8
     """Failovers one session step may do before giving up."""
     ban_base_s: float = 5.0

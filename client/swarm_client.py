@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from client.ban_policy import BanList
 from client.config import ClientConfig
+from swarm.latency import RttTracker
 from client.routing import (
     LatencyView,
     Route,
@@ -23,10 +24,10 @@ from client.routing import (
     find_route,
     sample_forward_route,
 )
-from client.transport import ChannelPool
+from client.transport import ChannelPool, ping
 from swarm.dht import SwarmDHT
-from swarm.errors import NoRoute
-from swarm.records import BlockEntry, BlockRange, ServerState
+from swarm.errors import NoRoute, SwarmError
+from swarm.records import BlockEntry, BlockRange, ServerRecord, ServerState
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class _Snapshot:
     entries: dict[str, BlockEntry]
+    records: dict[str, ServerRecord]
     fetched_at: float
 
 
@@ -45,7 +47,7 @@ class SwarmClient:
         self.dht = dht
         self.pool = ChannelPool()
         self.bans = BanList(config.ban_base_s, config.ban_max_s)
-        self.client_rtt_s: dict[str, float] = {}
+        self.rtt = RttTracker()
         self._clock = clock
         self._snapshots: dict[str, _Snapshot] = {}
         self._rng = random.Random()
@@ -82,8 +84,43 @@ class SwarmClient:
                 old = found.get(entry.server_id)
                 if old is None or entry.issued_at > old.issued_at:
                     found[entry.server_id] = entry
-        self._snapshots[model] = _Snapshot(found, now)
+        self._snapshots[model] = _Snapshot(found, await self._records(found), now)
         return found
+
+    async def _records(self, entries: dict[str, BlockEntry]) -> dict[str, ServerRecord]:
+        """Full records (for the servers' measured next-hop latencies), best effort."""
+        limit = asyncio.Semaphore(self.config.max_probes)
+
+        async def fetch(server_id: str) -> ServerRecord | None:
+            async with limit:
+                return await asyncio.wait_for(self.dht.get_record(server_id), self.config.dht_timeout)
+
+        found = await asyncio.gather(*(fetch(s) for s in entries), return_exceptions=True)
+        return {r.server_id: r for r in found if isinstance(r, ServerRecord)}
+
+    async def probe(self, entries: dict[str, BlockEntry]) -> None:
+        """Measures RTTs to servers with no recent estimate, a bounded number at a time."""
+        stale = self.rtt.stale(list(entries), self._clock())
+        limit = asyncio.Semaphore(self.config.max_probes)
+
+        async def one(server_id: str) -> None:
+            address, fresh = entries[server_id].address, self.rtt.get(server_id) is None
+            async with limit:
+                try:
+                    sample = await ping(self.pool, address, self.config.probe_timeout)
+                    if fresh:  # the first call also set up the connection: measure again
+                        sample = await ping(self.pool, address, self.config.probe_timeout)
+                except SwarmError as error:
+                    logger.debug("probe of %s failed: %s", address, error)
+                    return
+            self.rtt.observe(server_id, sample, self._clock())
+
+        await asyncio.gather(*(one(s) for s in stale))
+
+    def latency_view(self, model: str) -> LatencyView:
+        snapshot = self._snapshots.get(model)
+        records = snapshot.records.values() if snapshot else ()
+        return LatencyView.from_records(records, self.rtt.snapshot())
 
     def ban(self, server_id: str) -> None:
         duration = self.bans.ban(server_id, self._clock())
@@ -108,6 +145,8 @@ class SwarmClient:
         """
         for refresh in (False, True):
             entries = await self.entries(model, num_blocks, refresh=refresh)
+            if not forward:
+                await self.probe(entries)
             query = RouteQuery(
                 span=span, session_tokens=session_tokens,
                 banned=self.bans.banned(self._clock()), after=after, before=before, model=model,
@@ -117,8 +156,8 @@ class SwarmClient:
                 if forward:
                     route = sample_forward_route(candidates, query, self._rng)
                 else:
-                    route = find_route(candidates, LatencyView(client_rtt_s=self.client_rtt_s),
-                                       query, self.config.routing)
+                    route = find_route(candidates, self.latency_view(model), query,
+                                       self.config.routing)
             except NoRoute:
                 if refresh:
                     raise

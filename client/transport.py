@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any, TypeVar
 
 import grpc
 import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from swarm.codec import messages
 from swarm.codec.tensors import TensorLimits
@@ -94,12 +96,15 @@ class ChannelPool:
     def __init__(self) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
 
-    def stub(self, address: str) -> block_service_pb2_grpc.BlockServiceStub:
+    def channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
             channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
             self._channels[address] = channel
-        return block_service_pb2_grpc.BlockServiceStub(channel)  # type: ignore[no-untyped-call]
+        return channel
+
+    def stub(self, address: str) -> block_service_pb2_grpc.BlockServiceStub:
+        return block_service_pb2_grpc.BlockServiceStub(self.channel(address))  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}
@@ -217,3 +222,12 @@ async def server_info(pool: ChannelPool, address: str, timeout: float) -> Server
     with _rpc_errors(address, "info"):
         reply = await pool.stub(address).Info(messages.info_request(), timeout=timeout)
     return messages.decode_info(reply)
+
+
+async def ping(pool: ChannelPool, address: str, timeout: float) -> float:
+    """Round-trip time in seconds of a health check (the cheapest call a server answers)."""
+    stub = health_pb2_grpc.HealthStub(pool.channel(address))
+    began = time.perf_counter()
+    with _rpc_errors(address, "ping"):
+        await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+    return time.perf_counter() - began

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from swarm.dht import SwarmDHT
 from swarm.identity import Identity
@@ -23,6 +23,8 @@ class Announcer:
 
     def __init__(self, dht: SwarmDHT, identity: Identity, make_record: Callable[[], ServerRecord],
                  period: float, ttl: float, timeout: float) -> None:
+        self.before_periodic: Callable[[], Awaitable[None]] | None = None
+        """Runs before each periodic announcement (e.g. to re-measure latencies)."""
         self.dht = dht
         self.identity = identity
         self.make_record = make_record
@@ -46,4 +48,6 @@ class Announcer:
             try:
                 await asyncio.wait_for(stop.wait(), self.period)
             except TimeoutError:
+                if self.before_periodic is not None:
+                    await self.before_periodic()
                 await self.announce_now()

@@ -1,4 +1,4 @@
-"""Server-to-server pushes for chained inference: hand a step's output to the next server.
+"""Server-to-server calls: pushes for chained inference, pings of next-hop servers.
 
 A failed or slow push is not the session's failure: it is logged and reported to the
 client (`push_failed`), which then relays the output itself.
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from swarm.codec import messages
 from swarm.protocol import PushedStep
@@ -29,16 +31,27 @@ class PushClient:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._stubs: dict[str, block_service_pb2_grpc.BlockServiceStub] = {}
-        self._channels: list[grpc.aio.Channel] = []
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=_OPTIONS)
+        return channel
 
     def _stub(self, address: str) -> block_service_pb2_grpc.BlockServiceStub:
-        stub = self._stubs.get(address)
-        if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=_OPTIONS)
-            self._channels.append(channel)
-            stub = self._stubs[address] = block_service_pb2_grpc.BlockServiceStub(channel)
-        return stub
+        return block_service_pb2_grpc.BlockServiceStub(self._channel(address))  # type: ignore[no-untyped-call]
+
+    async def ping(self, address: str) -> float | None:
+        """Round-trip seconds of a health check to `address`; None if it failed."""
+        stub = health_pb2_grpc.HealthStub(self._channel(address))
+        began = time.perf_counter()
+        try:
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=self.timeout)
+        except (grpc.aio.AioRpcError, asyncio.TimeoutError) as error:
+            logger.debug("ping of %s failed: %s", address, error)
+            return None
+        return time.perf_counter() - began
 
     async def push(self, address: str, pushed: PushedStep) -> bool:
         """True if the next server queued the step."""
@@ -51,5 +64,5 @@ class PushClient:
         return True
 
     async def close(self) -> None:
-        channels, self._channels, self._stubs = self._channels, [], {}
+        channels, self._channels = list(self._channels.values()), {}
         await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)

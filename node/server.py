@@ -12,6 +12,7 @@ announce OFFLINE, stop gRPC, leave the DHT.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from node.backend import BlockBackend
 from node.config import ServerConfig
 from node.families import BlockStack, ModelInfo, load_block_stack, read_model_info
 from node.inference import InferenceSessions
+from node.next_hops import NextHopProber
 from node.placement import ServerSpan, choose_blocks, placement_throughput
 from node.servicer import BlockServicer, add_to_server
 from node.state import ServingState
@@ -72,6 +74,7 @@ class BlockServer:
         self.serving: _Serving | None = None
         self.dht: SwarmDHT | None = None
         self.address = ""
+        self.next_hops: NextHopProber | None = None
 
     @property
     def server_id(self) -> str:
@@ -89,6 +92,10 @@ class BlockServer:
             stack = await asyncio.get_running_loop().run_in_executor(None, self._load, blocks)
             self.serving = await self._serve(grpc_server, self.address, stack)
             self.state.phase = ServerState.ONLINE
+            prober = NextHopProber(self.dht, self.serving.sessions.pusher, self.config.model_name,
+                                   self.info.num_blocks, self.server_id, self.config.dht_timeout)
+            self.next_hops = prober
+            announcer.before_periodic = functools.partial(prober.measure, blocks)
             await announcer.announce_now()
             logger.info("serving blocks %s of %s at %s (server %s)", blocks, self.config.model_name,
                         self.serving.address, self.server_id[:8])
@@ -174,6 +181,7 @@ class BlockServer:
             dtype=dtype_name(self.serving.backend.stack.dtype) if self.serving else "float32",
             quantization="none",
             version=swarm.__version__,
+            next_hop_rtt_ms=self.next_hops.rtt_ms if self.next_hops else {},
             model_num_blocks=self.info.num_blocks,
             hidden_size=self.info.hidden_size,
             issued_at=now,
