@@ -55,6 +55,10 @@ class ServerConfig:
     """Timeout of a push to the next server of a chained route."""
     dht_timeout: float = 10.0
     """Timeout of each DHT operation."""
+    balance_period: float = 120.0
+    """Mean seconds between rebalancing checks (each jittered by +-50%)."""
+    balance_quality: float = 0.75
+    """Move only if the swarm would become faster by more than 1/balance_quality."""
     throughput: float | None = None
     """Override for the measured inference throughput (tokens/s per block)."""
 

@@ -27,7 +27,7 @@ from node.families import SessionCache
 from node.push_client import PushClient
 from node.state import ServingState
 from node.validation import check_blocks, check_open, check_step
-from swarm.errors import NotServed, SessionStateError, SwarmError
+from swarm.errors import NotServed, ServerDraining, SessionStateError, SwarmError
 from swarm.protocol import (
     InferenceClose,
     InferenceClosed,
@@ -66,6 +66,11 @@ class InferenceSessions:
         self.server_id = server_id
         self.pusher = PushClient(config.push_timeout)
         self._inboxes: dict[str, asyncio.Queue[_Item]] = {}
+        self._epoch = 0  # bumped when the server moves to other blocks
+
+    def retire_open_sessions(self) -> None:
+        """Open sessions end at their next message (their blocks are going away)."""
+        self._epoch += 1
 
     async def _first(self, requests: AsyncIterator[InferenceRequest]) -> InferenceRequest | None:
         try:
@@ -136,6 +141,7 @@ class InferenceSessions:
     async def _steps(self, open_: InferenceOpen, inbox: asyncio.Queue[_Item], who: str
                      ) -> AsyncIterator[InferenceResponse]:
         cache = self.backend.new_cache(open_.blocks)
+        epoch = self._epoch
         while True:
             try:
                 item = await asyncio.wait_for(inbox.get(), self.config.session_idle_timeout)
@@ -152,6 +158,9 @@ class InferenceSessions:
                 return
             if isinstance(item, InferenceOpen):
                 raise SessionStateError(f"session {who} is already open")
+            if epoch != self._epoch:
+                raise ServerDraining(f"this server moved away from blocks {open_.blocks}; session {who} "
+                                     "must continue elsewhere")
             yield await self._step(open_, item, cache)
 
     async def _step(self, open_: InferenceOpen, step: InferenceStep, cache: SessionCache) -> InferenceResult:

@@ -12,8 +12,8 @@ announce OFFLINE, stop gRPC, leave the DHT.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
+import random
 import time
 from dataclasses import dataclass
 
@@ -29,9 +29,12 @@ from node.config import ServerConfig
 from node.families import BlockStack, ModelInfo, load_block_stack, read_model_info
 from node.inference import InferenceSessions
 from node.next_hops import NextHopProber
+from node.memory import auto_num_blocks
 from node.placement import ServerSpan, choose_blocks, placement_throughput
+from node.rebalancer import Rebalancer
 from node.servicer import BlockServicer, add_to_server
 from node.state import ServingState
+from node.swarm_view import read_spans
 from node.throughput import get_throughput
 from swarm.codec.entries import sign_record
 from swarm.codec.tensors import dtype_name
@@ -95,11 +98,17 @@ class BlockServer:
             prober = NextHopProber(self.dht, self.serving.sessions.pusher, self.config.model_name,
                                    self.info.num_blocks, self.server_id, self.config.dht_timeout)
             self.next_hops = prober
-            announcer.before_periodic = functools.partial(prober.measure, blocks)
+            announcer.before_periodic = lambda: prober.measure(self._blocks())
             await announcer.announce_now()
             logger.info("serving blocks %s of %s at %s (server %s)", blocks, self.config.model_name,
                         self.serving.address, self.server_id[:8])
-            await announcer.run(stop)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(announcer.run(stop))
+                if self.config.blocks is None:  # --blocks pins the server: no rebalancing
+                    rebalancer = Rebalancer(self.dht, self.config.model_name, self.info.num_blocks,
+                                            self.config.balance_period, self.config.balance_quality,
+                                            self.config.dht_timeout, random.Random())
+                    tasks.create_task(rebalancer.run(stop, self._span, lambda b: self._migrate(b, announcer)))
             await self._drain(announcer)
         finally:
             if self.serving is not None:
@@ -108,17 +117,38 @@ class BlockServer:
                 self.serving.backend.close()
             await self.dht.stop()
 
+    def _blocks(self) -> BlockRange:
+        assert self.state is not None
+        return self.state.blocks
+
+    def _span(self) -> ServerSpan | None:
+        if self.state is None or self.state.phase is not ServerState.ONLINE:
+            return None
+        return ServerSpan(self.server_id, self.state.blocks, max(placement_throughput(self.throughput), 1.0))
+
+    async def _migrate(self, target: BlockRange, announcer: Announcer) -> None:
+        """Moves to `target` without dropping sessions: load, drain, switch, free."""
+        assert self.state is not None and self.serving is not None
+        old = self.state.blocks
+        logger.info("rebalancing: moving from blocks %s to %s of %s", old, target, self.config.model_name)
+        stack = await asyncio.get_running_loop().run_in_executor(None, self._load, target)
+        self.state.phase = ServerState.DRAINING  # new sessions go elsewhere from now on
+        await announcer.announce_now()
+        if not await self.state.wait_idle(self.config.drain_grace):
+            logger.warning("moving with %d sessions still open: they fail over", self.state.active_sessions)
+        self.serving.sessions.retire_open_sessions()
+        self.serving.backend.stack = stack  # the old blocks are freed with the last reference
+        self.state.blocks = target
+        self.state.phase = ServerState.ONLINE
+        await announcer.announce_now()
+        logger.info("serving blocks %s of %s at %s (server %s)", target, self.config.model_name,
+                    self.serving.address, self.server_id[:8])
+
     async def _choose_blocks(self) -> BlockRange:
         assert self.dht is not None
-        num = self.config.num_blocks or self.info.num_blocks
-        entries = await asyncio.gather(*(
-            asyncio.wait_for(self.dht.get_block_entries(self.config.model_name, b), self.config.dht_timeout)
-            for b in range(self.info.num_blocks)
-        ), return_exceptions=True)
-        spans = {
-            e.server_id: ServerSpan(e.server_id, e.blocks, max(e.forward_tokens_per_s, 1.0), e.state)
-            for found in entries if not isinstance(found, BaseException) for e in found
-        }
+        num = self.config.num_blocks or auto_num_blocks(self.config.model, self.config.torch_dtype,
+                                                        self.config.cache_tokens, self.info.num_blocks)
+        spans = await read_spans(self.dht, self.config.model_name, self.info.num_blocks, self.config.dht_timeout)
         blocks = choose_blocks(spans.values(), self.info.num_blocks, min(num, self.info.num_blocks),
                                max(placement_throughput(self.throughput), 1.0), exclude=self.server_id)
         logger.info("chose blocks %s of %s (%d servers seen)", blocks, self.config.model_name, len(spans))

@@ -27,7 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--initial-peers", nargs="*", default=[], metavar="HOST:PORT",
                    help="DHT peers to join (none: start a new swarm)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--num-blocks", type=int, help="serve this many blocks where the swarm needs them")
+    which.add_argument("--num-blocks", type=_num_blocks, default="auto", metavar="N|auto",
+                       help="serve this many blocks where the swarm needs them; 'auto' (default): as "
+                            "many as memory allows, leaving room for the KV cache")
     which.add_argument("--blocks", type=BlockRange.parse, metavar="A:B", help="serve exactly blocks A..B-1")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="gRPC port (default: any free port)")
@@ -48,6 +50,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="on shutdown, seconds open sessions may finish (default 30)")
     p.add_argument("--push-timeout", type=float, default=5.0,
                    help="seconds a push to the next server of a chained route may take (default 5)")
+    p.add_argument("--balance-period", type=float, default=120.0,
+                   help="mean seconds between rebalancing checks, jittered +-50%% (default 120)")
+    p.add_argument("--balance-quality", type=float, default=0.75,
+                   help="move only when the swarm gets faster by more than 1/Q (0 < Q <= 1; default 0.75)")
     p.add_argument("--throughput", type=float,
                    help="tokens/s per block to announce instead of measuring")
     p.add_argument("--identity", type=Path, help="key file of this server's identity (created if missing)")
@@ -75,7 +81,19 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         identity_path=args.identity,
         throughput=args.throughput,
         push_timeout=args.push_timeout,
+        balance_period=args.balance_period,
+        balance_quality=args.balance_quality,
     )
+
+
+def _num_blocks(text: str) -> int | None:
+    """N > 0, or "auto" (None: as many as memory allows)."""
+    if text == "auto":
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--num-blocks must be >= 1 or auto, got {text}")
+    return value
 
 
 async def serve(config: ServerConfig) -> None:
