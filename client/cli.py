@@ -12,15 +12,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swarm", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    from client import status_command
+    from client import generate_command, status_command
 
+    generate_command.add_parser(sub)
     status_command.add_parser(sub)
-    try:
-        from client import generate_command
-    except ImportError:  # while the client is being built
-        pass
-    else:
-        generate_command.add_parser(sub)
     return parser
 
 

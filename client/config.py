@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from client.routing import RoutingConfig
-from swarm.codec.tensors import TensorLimits
+from swarm.codec.limits import TensorLimits
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,10 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from transformers import AutoTokenizer, TextStreamer
-
-from client.model import AutoDistributedModelForCausalLM
-from swarm.default_model import resolve_model
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.set_defaults(run=run)
 
 
-def _prompt_ids(tokenizer: Any, prompt: str, chat: bool) -> torch.Tensor:
+def _prompt_ids(tokenizer: Any, prompt: str, chat: bool) -> "torch.Tensor":
+    import torch
+
     if chat:
         ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
                                             add_generation_prompt=True, return_tensors="pt",
@@ -65,6 +64,12 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # torch and transformers load only for this command (status stays fast)
+    from transformers import AutoTokenizer, TextStreamer
+
+    from client.model import AutoDistributedModelForCausalLM
+    from swarm.default_model import resolve_model
+
     path = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoDistributedModelForCausalLM.from_pretrained(path, args.initial_peers, model_name=args.model_name)

@@ -12,15 +12,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swarm-node", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    from node import dht_command
+    from node import dht_command, start_command
 
+    start_command.add_parser(sub)
     dht_command.add_parser(sub)
-    try:
-        from node import start_command
-    except ImportError:  # while the block server is being built
-        pass
-    else:
-        start_command.add_parser(sub)
     return parser
 
 

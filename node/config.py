@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarm.codec.tensors import TensorLimits
+from swarm.codec.limits import TensorLimits
 from swarm.records import BlockRange
 
 

@@ -9,10 +9,7 @@ import signal
 from pathlib import Path
 
 from node.config import ServerConfig
-from node.server import BlockServer
-from swarm.default_model import resolve_model
 from swarm.dht import parse_address
-from swarm.model_names import model_name_of
 from swarm.records import BlockRange
 
 logger = logging.getLogger(__name__)
@@ -61,6 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    from swarm.default_model import resolve_model
+    from swarm.model_names import model_name_of
+
     model = resolve_model(args.model)
     return ServerConfig(
         model=model,
@@ -97,6 +97,8 @@ def _num_blocks(text: str) -> int | None:
 
 
 async def serve(config: ServerConfig) -> None:
+    from node.server import BlockServer  # torch and transformers: only for this command
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

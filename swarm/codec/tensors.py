@@ -14,11 +14,10 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
+from swarm.codec.limits import TensorLimits
 from swarm.errors import CodecError
 from swarm.v1 import tensor_pb2
 
@@ -49,18 +48,6 @@ DTYPE_NAMES: dict[str, torch.dtype] = {
 SUPPORTED_DTYPES = tuple(_TORCH_TO_WIRE)
 
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
-
-
-@dataclass(frozen=True)
-class TensorLimits:
-    """Upper bounds applied when decoding a tensor from an untrusted peer."""
-
-    max_elements: int = 1 << 28
-    """Most elements one tensor may have."""
-    max_bytes: int = 1 << 30
-    """Most payload bytes one tensor may have."""
-    max_dims: int = 8
-    """Most dimensions one tensor may have."""
 
 
 DEFAULT_LIMITS = TensorLimits()
