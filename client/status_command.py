@@ -1,0 +1,128 @@
+"""`swarm status`: show which servers cover which blocks of the models on a swarm.
+
+Joins the DHT in client mode (peers do not add it to their tables), looks up the models
+announced (or the one asked for), and prints, per model, its servers (short id, address,
+state, blocks, speeds, free cache) and each block's covering servers, with blocks that
+no ONLINE server holds flagged. `--json` prints the shape documented in
+docs/status-json.md instead. Exit code: 0, or 1 when no DHT peer answers or the model
+asked for is not on the swarm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+from typing import Any
+
+from swarm.dht import DhtConfig, SwarmDHT, SwarmMap, parse_address
+from swarm.dht.swarm_map import BlockCoverage
+
+logger = logging.getLogger(__name__)
+
+
+def _peer_address(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_parser(subparsers: Any) -> None:
+    """Adds the `status` subcommand to `swarm`."""
+    parser = subparsers.add_parser(
+        "status", help="show the swarm's servers and block coverage", description=__doc__
+    )
+    parser.add_argument(
+        "--initial-peers", nargs="+", required=True, type=_peer_address, metavar="HOST:PORT",
+        help="DHT nodes to join through",
+    )
+    parser.add_argument("--model", default=None, help="show only this model")
+    parser.add_argument("--json", action="store_true", help="print JSON (see docs/status-json.md)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds for joining and for each lookup")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Looks the swarm up and prints it; returns the exit code."""
+    from node.dht_command import run_event_loop  # the one uvloop-or-asyncio runner
+
+    return run_event_loop(lambda: status(args.initial_peers, args.model, args.json, args.timeout))
+
+
+async def fetch_maps(dht: SwarmDHT, model: str | None) -> list[SwarmMap]:
+    """The swarm map of `model`, or of every model announced."""
+    if model is not None:
+        return [await dht.get_swarm_map(model)]
+    infos = await dht.list_models()
+    return list(await asyncio.gather(*(dht.get_swarm_map(info.model) for info in infos)))
+
+
+async def status(
+    initial_peers: list[tuple[str, int]], model: str | None, as_json: bool, timeout: float
+) -> int:
+    """Prints the swarm maps; returns the exit code."""
+    config = DhtConfig(client_mode=True, lookup_timeout=timeout, bootstrap_timeout=timeout)
+    async with await SwarmDHT.start("0.0.0.0", 0, initial_peers, config=config) as dht:
+        if dht.num_peers == 0:
+            logger.error("no DHT node answered at %s", " ".join(f"{h}:{p}" for h, p in initial_peers))
+            return 1
+        maps = await fetch_maps(dht, model)
+    found = [m for m in maps if m.num_blocks > 0]
+    if as_json:
+        print(json.dumps({"models": [m.to_json_dict() for m in found]}, indent=2))
+    elif not found:
+        missing = f"Model {model!r} is not on this swarm."
+        print("No models are announced on this swarm." if model is None else missing)
+    else:
+        print("\n\n".join(render_swarm_map(m) for m in found))
+    if model is not None and not found:
+        logger.error("model %r is not announced on the swarm", model)
+        return 1
+    return 0
+
+
+def render_swarm_map(swarm: SwarmMap) -> str:
+    """The human-readable view of one model's swarm."""
+    totals = swarm.totals()
+    online = sum(1 for s in swarm.servers if s.live)
+    gaps = len(swarm.uncovered_blocks)
+    verdict = "complete" if swarm.complete else f"INCOMPLETE: {gaps} blocks without a live server"
+    lines = [
+        f"{swarm.model}: {swarm.num_blocks} blocks, hidden size {swarm.hidden_size}; "
+        f"{totals.servers} servers ({online} online); "
+        f"{totals.covered_blocks}/{swarm.num_blocks} blocks covered, {verdict}",
+        f"  {'server':<8}  {'address':<21}  {'state':<8}  {'blocks':<9}  "
+        f"{'infer tok/s':>11}  {'fwd tok/s':>10}  {'free cache':>10}",
+    ]
+    for s in swarm.servers:
+        lines.append(
+            f"  {s.short_id:<8}  {s.address:<21}  {s.state.name.lower():<8}  {str(s.blocks):<9}  "
+            f"{s.inference_tokens_per_s:>11.1f}  {s.forward_tokens_per_s:>10.1f}  {s.free_cache_tokens:>10}"
+        )
+    lines.append("  blocks:")
+    lines.extend(f"    {span:<9}  {holders}" for span, holders in _block_spans(swarm.blocks))
+    lines.append(
+        f"  slowest block: {totals.min_block_inference_tokens_per_s:.1f} tok/s over its online servers; "
+        f"fewest online servers on a block: {totals.min_online_servers_per_block}"
+    )
+    return "\n".join(lines)
+
+
+def _holders(coverage: BlockCoverage) -> str:
+    names = [s.short_id if s.live else f"{s.short_id}({s.state.name.lower()})" for s in coverage.servers]
+    text = " ".join(names)
+    return text if coverage.covered else f"-- NO LIVE SERVER -- {text}".rstrip()
+
+
+def _block_spans(blocks: tuple[BlockCoverage, ...]) -> list[tuple[str, str]]:
+    """Consecutive blocks with the same holders, as ("3-7", holders) rows."""
+    spans: list[tuple[int, int, str]] = []
+    for coverage in blocks:
+        text = _holders(coverage)
+        if spans and spans[-1][2] == text and spans[-1][1] == coverage.block - 1:
+            spans[-1] = (spans[-1][0], coverage.block, text)
+        else:
+            spans.append((coverage.block, coverage.block, text))
+    return [(str(a) if a == b else f"{a}-{b}", text) for a, b, text in spans]
