@@ -25,7 +25,7 @@ from client.routing import (
     sample_forward_route,
 )
 from client.transport import ChannelPool, ping
-from swarm.dht import SwarmDHT
+from swarm.dht import DhtConfig, SwarmDHT
 from swarm.errors import NoRoute, SwarmError
 from swarm.records import BlockEntry, BlockRange, ServerRecord, ServerState
 
@@ -56,7 +56,9 @@ class SwarmClient:
     async def connect(cls, config: ClientConfig) -> SwarmClient:
         if not config.initial_peers:
             raise ValueError("the client needs at least one initial peer (HOST:PORT of a DHT node)")
-        dht = await SwarmDHT.start(config.dht_host, 0, list(config.initial_peers))
+        # client mode: peers do not add us to their tables (we store nothing, may leave any time)
+        dht = await SwarmDHT.start(config.dht_host, 0, list(config.initial_peers),
+                                   config=DhtConfig(client_mode=True))
         return cls(config, dht)
 
     async def close(self) -> None:
