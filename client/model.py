@@ -103,7 +103,7 @@ class DistributedModelForCausalLM(torch.nn.Module):
 
     def _generation_config(self, base: GenerationConfig | None, overrides: dict[str, Any]) -> GenerationConfig:
         config = GenerationConfig.from_dict((base or self.generation_config).to_dict())
-        unknown = config.update(**overrides)
+        unknown = config.update(**overrides)  # type: ignore[no-untyped-call]
         if unknown:
             raise TypeError(f"generate got unsupported arguments: {sorted(unknown)}")
         return config

@@ -20,7 +20,7 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from swarm.codec import messages
-from swarm.codec.tensors import TensorLimits
+from swarm.codec.limits import TensorLimits
 from swarm.errors import PeerUnavailable, RemoteError, SwarmError
 from swarm.protocol import (
     ForwardCall,

@@ -17,7 +17,7 @@ from node.state import ServingState
 from node.error_mapping import grpc_errors
 from node.validation import FLOAT_DTYPES, check_blocks, check_hidden, check_positions_and_mask
 from swarm.codec import messages
-from swarm.codec.tensors import TensorLimits
+from swarm.codec.limits import TensorLimits
 from swarm.errors import InvalidInput
 from swarm.protocol import ForwardCall, InferenceRequest, ServerInfo
 from swarm.v1 import block_service_pb2_grpc

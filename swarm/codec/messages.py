@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
+from swarm.codec.limits import TensorLimits
 from swarm.codec.tensors import (
     DEFAULT_LIMITS,
-    TensorLimits,
     checked_nbytes,
     decode_tensor,
     dtype_from_wire,

@@ -10,9 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from swarm.codec.limits import TensorLimits
 from swarm.codec.tensors import (
     SUPPORTED_DTYPES,
-    TensorLimits,
     decode_tensor,
     encode_tensor,
 )
