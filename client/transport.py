@@ -170,6 +170,19 @@ class InferenceStream:
             raise PeerUnavailable(f"{self.address} answered step {step_id} out of order", peer=self.address)
         return reply
 
+    async def next_result(self) -> InferenceResult:
+        """The next result on the stream, whatever its step (no timeout: readers wait)."""
+        what = "next result"
+        with _rpc_errors(self.address, what):
+            message = await self._call.read()
+            if message is grpc.aio.EOF:
+                raise await self._ended(what, 10.0)
+            reply = messages.decode_inference_response(message, self._limits)
+        if not isinstance(reply, InferenceResult):
+            raise PeerUnavailable(f"{self.address} sent {type(reply).__name__} instead of a result",
+                                  peer=self.address)
+        return reply
+
     async def step(self, step: InferenceStep, timeout: float) -> torch.Tensor:
         """Sends a step and returns its output hidden states."""
         await self.send(step, timeout)

@@ -1,0 +1,22 @@
+"""Benchmarks of the swarm against local references: `scripts/bench SUBCOMMAND`.
+
+Each subcommand is a module `client.bench.<name>` with a `main(argv) -> int`; the
+dispatcher (`python -m client.bench`) runs the one named first on its command line.
+Benchmarks print ratios measured in one run, alternating the things they compare;
+they are not timed tests.
+
+    local   the default model through a 3-server loopback swarm vs. one local process
+    wan     (added separately) the same over simulated wide-area links
+
+To add one: write `client/bench/<name>.py` with `main(argv)` and list it below.
+"""
+
+from __future__ import annotations
+
+SUBCOMMANDS: dict[str, str] = {
+    "local": "per-token and batch-forward latency: loopback swarm vs. local transformers",
+    "wan": "latency over simulated wide-area links",
+}
+"""Subcommand name -> one-line description; the module is client.bench.<name>."""
+
+DEFAULT_SUBCOMMAND = "local"
