@@ -57,7 +57,7 @@ class ServerConfig:
     """Timeout of each DHT operation."""
     balance_period: float = 120.0
     """Mean seconds between rebalancing checks (each jittered by +-50%)."""
-    balance_quality: float = 0.75
+    balance_quality: float = 0.95
     """Move only if the swarm would become faster by more than 1/balance_quality."""
     throughput: float | None = None
     """Override for the measured inference throughput (tokens/s per block)."""

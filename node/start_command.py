@@ -49,8 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="seconds a push to the next server of a chained route may take (default 5)")
     p.add_argument("--balance-period", type=float, default=120.0,
                    help="mean seconds between rebalancing checks, jittered +-50%% (default 120)")
-    p.add_argument("--balance-quality", type=float, default=0.75,
-                   help="move only when the swarm gets faster by more than 1/Q (0 < Q <= 1; default 0.75)")
+    p.add_argument("--balance-quality", type=float, default=0.95,
+                   help="move only when the swarm gets faster by more than 1/Q (0 < Q <= 1; default "
+                        "0.95; lower it for models that load slowly)")
     p.add_argument("--throughput", type=float,
                    help="tokens/s per block to announce instead of measuring")
     p.add_argument("--identity", type=Path, help="key file of this server's identity (created if missing)")
