@@ -156,7 +156,7 @@ class BlockServer:
 
     def _load(self, blocks: BlockRange) -> BlockStack:
         began = time.perf_counter()
-        stack = load_block_stack(self.config.model, blocks, self.config.torch_dtype)
+        stack = load_block_stack(self.config.model, blocks, self.config.torch_dtype, progress=True)
         logger.info("loaded blocks %s in %.1f s", blocks, time.perf_counter() - began)
         self.throughput = get_throughput(stack, self.config.model_name, "none", self.config.throughput)
         return stack

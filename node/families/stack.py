@@ -21,6 +21,7 @@ import logging
 import os
 
 import torch
+from tqdm import tqdm
 from torch import nn
 from transformers.cache_utils import DynamicCache
 
@@ -225,10 +226,12 @@ def load_block_stack(
     blocks: BlockRange,
     dtype: torch.dtype | str = "auto",
     device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> BlockStack:
     """Loads blocks [start, end) of a checkpoint directory (or hub id) and nothing else.
 
-    `dtype`: "auto" (the checkpoint's), float32, bfloat16 or float16.
+    `dtype`: "auto" (the checkpoint's), float32, bfloat16 or float16. `progress` shows a
+    progress bar (one step per block) on stderr.
     """
     config = load_config(locate_checkpoint(path))
     info = model_info(config)
@@ -243,7 +246,8 @@ def load_block_stack(
     keys = reader.keys()
     base = family.base_prefix(keys)
     layers = nn.ModuleList()
-    for index, block_keys in _layer_keys(keys, family, base, blocks).items():
+    per_block = _layer_keys(keys, family, base, blocks).items()
+    for index, block_keys in tqdm(per_block, desc=f"loading blocks {blocks}", unit="block", disable=not progress):
         prefix = family.layer_prefix(base, index)
         weights = reader.read(block_keys, dtype=torch_dtype, device=family.device)
         layers.append(family.build_layer(index, {k[len(prefix) :]: v for k, v in weights.items()}))

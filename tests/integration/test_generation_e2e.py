@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +12,8 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.masking_utils import create_causal_mask
 
 from client.model import AutoDistributedModelForCausalLM, DistributedModelForCausalLM
+from swarm.dht import SwarmDHT, parse_address
+from swarm.records import ServerRecord
 from tests.integration.conftest import RunningSwarm
 from tests.integration.slicing_models import VOCAB
 
@@ -128,3 +132,29 @@ def test_gradients_flow_through_remote_blocks(client: DistributedModelForCausalL
     assert hidden.grad is not None and local_in.grad is not None
     assert hidden.grad.abs().sum() > 0
     assert torch.allclose(hidden.grad, local_in.grad, atol=1e-3, rtol=1e-3)
+
+
+async def _published_records(peer: str) -> dict[int, ServerRecord]:
+    """The full records of the swarm's tiny-llama servers, by first block."""
+    dht = await SwarmDHT.start("127.0.0.1", 0, [parse_address(peer)])
+    try:
+        swarm_map = await dht.get_swarm_map("tiny-llama", 6)
+        records = [await dht.get_record(s.server_id) for s in swarm_map.servers]
+    finally:
+        await dht.stop()
+    return {r.blocks.start: r for r in records if r is not None}
+
+
+def test_servers_publish_next_hop_latencies(llama_swarm: RunningSwarm) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        by_start = asyncio.run(_published_records(llama_swarm.peers[0]))
+        if len(by_start) == 3 and by_start[0].next_hop_rtt_ms and by_start[2].next_hop_rtt_ms:
+            break
+        assert time.monotonic() < deadline, f"no next-hop latencies published: {by_start}"
+        time.sleep(0.5)
+    # each server measured the server of the blocks right after its own, and only that one
+    assert set(by_start[0].next_hop_rtt_ms) == {by_start[2].server_id}
+    assert set(by_start[2].next_hop_rtt_ms) == {by_start[4].server_id}
+    assert by_start[4].next_hop_rtt_ms == {}
+    assert all(0 < ms < 1000 for ms in by_start[0].next_hop_rtt_ms.values())
