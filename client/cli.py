@@ -1,28 +1,17 @@
-"""`swarm`: what a user runs. Subcommands: status, generate."""
+"""`swarm`: what a user runs. Subcommands: generate, status."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from swarm.logs import setup_logging
+from client import generate_command, status_command
+from swarm.cli import run_cli
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="swarm", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    from client import generate_command, status_command
-
-    generate_command.add_parser(sub)
-    status_command.add_parser(sub)
-    return parser
+COMMANDS = (generate_command.add_parser, status_command.add_parser)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    return int(args.run(args))
+    return run_cli("swarm", __doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -5,24 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from swarm.logs import setup_logging
+from node import dht_command, start_command
+from swarm.cli import build_parser as _build, run_cli
+
+COMMANDS = (start_command.add_parser, dht_command.add_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="swarm-node", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    from node import dht_command, start_command
-
-    start_command.add_parser(sub)
-    dht_command.add_parser(sub)
-    return parser
+    return _build("swarm-node", __doc__, COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    return int(args.run(args))
+    return run_cli("swarm-node", __doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":

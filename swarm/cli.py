@@ -1,0 +1,30 @@
+"""What both command-line programs share: subcommand parsing, logging setup, exit code."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+
+from swarm.logs import setup_logging
+
+AddParser = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+def run_cli(prog: str, description: str | None, commands: Sequence[AddParser], argv: list[str] | None) -> int:
+    """Parses `argv` with one subcommand per `commands` entry and runs the chosen one.
+
+    Each subcommand's parser sets `run` (args -> exit code) as a default.
+    """
+    parser = build_parser(prog, description, commands)
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    return int(args.run(args))
+
+
+def build_parser(prog: str, description: str | None, commands: Sequence[AddParser]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in commands:
+        add(sub)
+    return parser
