@@ -59,6 +59,8 @@ class ServerConfig:
     """Mean seconds between rebalancing checks (each jittered by +-50%)."""
     balance_quality: float = 0.95
     """Move only if the swarm would become faster by more than 1/balance_quality."""
+    metrics_port: int | None = None
+    """Port of the Prometheus metrics endpoint; None: no endpoint."""
     throughput: float | None = None
     """Override for the measured inference throughput (tokens/s per block)."""
 

@@ -52,8 +52,11 @@ def status_for(error: BaseException) -> grpc.StatusCode:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: Exception, method: str) -> None:
+async def _abort(servicer: Any, context: grpc.aio.ServicerContext, error: Exception, method: str) -> None:
     code = status_for(error)
+    metrics = getattr(servicer, "metrics", None)
+    if metrics is not None:
+        metrics.errors.labels(code.name).inc()
     if code is grpc.StatusCode.INTERNAL:
         logger.exception("%s failed with an unexpected error", method, exc_info=error)
         message = f"internal server error: {type(error).__name__}: {error}"
@@ -76,7 +79,7 @@ def grpc_errors(handler: F) -> F:
             except Exception as error:  # noqa: BLE001 - mapped to a status, then re-raised by abort
                 if isinstance(error, grpc.aio.AbortError):
                     raise
-                await _abort(context, error, name)
+                await _abort(self, context, error, name)
 
         return stream_wrapper  # type: ignore[return-value]
 
@@ -87,6 +90,6 @@ def grpc_errors(handler: F) -> F:
         except Exception as error:  # noqa: BLE001 - mapped to a status, then re-raised by abort
             if isinstance(error, grpc.aio.AbortError):
                 raise
-            await _abort(context, error, name)
+            await _abort(self, context, error, name)
 
     return unary_wrapper  # type: ignore[return-value]

@@ -24,6 +24,7 @@ from node.backend import BlockBackend
 from node.config import ServerConfig
 from node.error_mapping import SessionTimeout
 from node.families import SessionCache
+from node.metrics import ServerMetrics
 from node.push_client import PushClient
 from node.state import ServingState
 from node.validation import check_blocks, check_open, check_step
@@ -58,7 +59,9 @@ class InferenceSessions:
         state: ServingState,
         config: ServerConfig,
         server_id: str,
+        metrics: ServerMetrics,
     ) -> None:
+        self.metrics = metrics
         self.backend = backend
         self.allocator = allocator
         self.state = state
@@ -102,7 +105,7 @@ class InferenceSessions:
         self.state.check_accepting()
         who = f"{first.session_id or '?'}[{first.blocks}]"
         tokens = first.batch_size * first.max_length
-        with self.state.session():
+        with self.state.session(), self.metrics.sessions_open.track_inprogress():
             async with self.allocator.reserve(tokens, self.config.max_alloc_timeout, who):
                 logger.info("session %s opened: batch %d, max_length %d", who, first.batch_size,
                             first.max_length)
@@ -165,12 +168,17 @@ class InferenceSessions:
 
     async def _step(self, open_: InferenceOpen, step: InferenceStep, cache: SessionCache) -> InferenceResult:
         check_step(step, open_, self.backend.cache_length(cache), self.backend.hidden_size)
-        out = await self.backend.step(cache, open_.blocks, step.hidden_states, step.start_position,
-                                      step.position_ids, step.attention_mask)
+        with self.metrics.step_seconds.time():
+            out = await self.backend.step(cache, open_.blocks, step.hidden_states, step.start_position,
+                                          step.position_ids, step.attention_mask)
+        self.metrics.steps.inc()
+        self.metrics.step_tokens.inc(step.hidden_states.shape[0] * step.hidden_states.shape[1])
         push_failed = False
         if step.next_hops:
             hop, rest = step.next_hops[0], step.next_hops[1:]
             onward = InferenceStep(step.step_id, out, step.start_position, step.position_ids,
                                    step.attention_mask, rest)
             push_failed = not await self.pusher.push(hop.address, PushedStep(hop.session_id, onward))
+            if push_failed:
+                self.metrics.pushes_failed.inc()
         return InferenceResult(step.step_id, out, push_failed)

@@ -28,6 +28,7 @@ from node.backend import BlockBackend
 from node.config import ServerConfig
 from node.families import BlockStack, ModelInfo, load_block_stack, read_model_info
 from node.inference import InferenceSessions
+from node.metrics import ServerMetrics, serve_metrics
 from node.next_hops import NextHopProber
 from node.memory import auto_num_blocks
 from node.placement import ServerSpan, choose_blocks, placement_throughput
@@ -78,6 +79,7 @@ class BlockServer:
         self.dht: SwarmDHT | None = None
         self.address = ""
         self.next_hops: NextHopProber | None = None
+        self.metrics = ServerMetrics()
 
     @property
     def server_id(self) -> str:
@@ -104,6 +106,8 @@ class BlockServer:
                         self.serving.address, self.server_id[:8])
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(announcer.run(stop))
+                if self.config.metrics_port is not None:
+                    tasks.create_task(serve_metrics(self.metrics, self.config.host, self.config.metrics_port, stop))
                 if self.config.blocks is None:  # --blocks pins the server: no rebalancing
                     rebalancer = Rebalancer(self.dht, self.config.model_name, self.info.num_blocks,
                                             self.config.balance_period, self.config.balance_quality,
@@ -173,8 +177,10 @@ class BlockServer:
         assert self.state is not None
         backend = BlockBackend(stack)
         allocator = CacheAllocator(self.config.cache_tokens)
-        sessions = InferenceSessions(backend, allocator, self.state, self.config, self.server_id)
-        add_to_server(BlockServicer(backend, sessions, self.state, self.config.tensor_limits, self._info), server)
+        sessions = InferenceSessions(backend, allocator, self.state, self.config, self.server_id, self.metrics)
+        self.metrics.cache_tokens_free.set_function(lambda: allocator.free)
+        add_to_server(BlockServicer(backend, sessions, self.state, self.config.tensor_limits, self._info,
+                                    self.metrics), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -13,6 +13,7 @@ import grpc
 
 from node.backend import BlockBackend
 from node.inference import InferenceSessions
+from node.metrics import ServerMetrics
 from node.state import ServingState
 from node.error_mapping import grpc_errors
 from node.validation import FLOAT_DTYPES, check_blocks, check_hidden, check_positions_and_mask
@@ -35,7 +36,9 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
         state: ServingState,
         limits: TensorLimits,
         info: Callable[[], ServerInfo],
+        metrics: ServerMetrics,
     ) -> None:
+        self.metrics = metrics
         self.backend = backend
         self.sessions = sessions
         self.state = state
@@ -76,6 +79,7 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
     async def Forward(self, request_iterator, context):  # type: ignore[no-untyped-def]
         call = await messages.decode_forward_call(request_iterator, self.limits)
         self._check_call(call, 1)
+        self.metrics.batch_calls.labels("forward").inc()
         mask = call.tensors[1] if len(call.tensors) > 1 else None
         out = await self.backend.forward(call.blocks, call.tensors[0], mask)
         for message in messages.encode_tensor_stream([out]):
@@ -85,6 +89,7 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
     async def Backward(self, request_iterator, context):  # type: ignore[no-untyped-def]
         call = await messages.decode_forward_call(request_iterator, self.limits)
         self._check_call(call, 2)
+        self.metrics.batch_calls.labels("backward").inc()
         mask = call.tensors[2] if len(call.tensors) > 2 else None
         grad = await self.backend.backward(call.blocks, call.tensors[0], call.tensors[1], mask)
         for message in messages.encode_tensor_stream([grad], backward=True):

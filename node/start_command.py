@@ -54,6 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                         "0.95; lower it for models that load slowly)")
     p.add_argument("--throughput", type=float,
                    help="tokens/s per block to announce instead of measuring")
+    p.add_argument("--metrics-port", type=int,
+                   help="serve Prometheus metrics on this port of --host (default: off)")
     p.add_argument("--identity", type=Path, help="key file of this server's identity (created if missing)")
     p.set_defaults(run=run)
 
@@ -84,6 +86,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         push_timeout=args.push_timeout,
         balance_period=args.balance_period,
         balance_quality=args.balance_quality,
+        metrics_port=args.metrics_port,
     )
 
 

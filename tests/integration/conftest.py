@@ -44,6 +44,6 @@ def llama_swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSwa
     """A tiny Llama (6 blocks) on 3 server processes: 0:2, 2:4, 4:6."""
     running = start_swarm(tmp_path_factory.mktemp("llama-swarm"), "llama", ["0:2", "2:4", "4:6"],
                           "--cache-tokens", "4096", "--max-alloc-timeout", "0.5",
-                          "--session-idle-timeout", "3", "--update-period", "2")
+                          "--session-idle-timeout", "3", "--update-period", "2", "--metrics-port", "0")
     yield running
     running.swarm.stop_all()

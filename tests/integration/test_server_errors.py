@@ -190,3 +190,18 @@ async def test_info_health_and_reflection(llama_swarm: RunningSwarm, pool: Chann
         services = [s.name async for r in reflection.ServerReflectionInfo(ask())
                     for s in r.list_services_response.service]
         assert "swarm.v1.BlockService" in services
+
+
+def test_metrics_count_steps_and_errors(llama_swarm: RunningSwarm) -> None:
+    import re
+    import urllib.request
+
+    server = llama_swarm.servers[0]
+    port = re.search(r"metrics at http://[\d.]+:(\d+)/metrics", server.text()).group(1)  # type: ignore[union-attr]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values = dict(re.findall(r'^(swarm_\w+(?:\{[^}]*\})?) (\S+)$', text, re.M))
+    # the tests above ran steps and bad requests against this server
+    assert float(values["swarm_inference_steps_total"]) > 0
+    assert float(values['swarm_errors_total{code="INVALID_ARGUMENT"}']) > 0
+    assert float(values['swarm_errors_total{code="NOT_FOUND"}']) > 0
+    assert float(values["swarm_cache_tokens_free"]) == 4096
