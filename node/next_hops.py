@@ -1,8 +1,9 @@
-"""Measures round trips to the servers that hold the blocks right after this server's.
+"""Measures the links to the servers that hold the blocks right after this server's.
 
-Published in the record (`next_hop_rtt_ms`), these let clients price server-to-server
-links when they route chained sessions. At most MAX_NEXT_HOPS servers are measured per
-period; the estimates are smoothed (`swarm.latency.RttTracker`).
+Round trips, published in the record (`next_hop_rtt_ms`), let clients price
+server-to-server links when they route chained sessions. At most MAX_NEXT_HOPS servers are
+measured per period; the estimates are smoothed (`swarm.latency.RttTracker`). Bandwidth,
+timed with a payload to the closest next server, becomes the record's network figure.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class NextHopProber:
         self.timeout = timeout
         self.rtt = RttTracker()
         self._latest: dict[str, float] = {}
+        self.bytes_per_s: float | None = None
+        """Smoothed bandwidth to the closest next server; None until measured."""
 
     @property
     def rtt_ms(self) -> dict[str, float]:
@@ -55,6 +58,12 @@ class NextHopProber:
             if sample is not None:
                 latest[entry.server_id] = self.rtt.observe(entry.server_id, sample, time.monotonic())
         self._latest = latest
+        if latest:
+            closest = min(latest, key=latest.__getitem__)
+            sample = await self.pinger.bandwidth(next(e.address for e in nexts if e.server_id == closest))
+            if sample is not None:
+                old = self.bytes_per_s
+                self.bytes_per_s = sample if old is None else 0.7 * old + 0.3 * sample
 
     async def _sample(self, server_id: str, address: str) -> float | None:
         if self.rtt.get(server_id) is None:

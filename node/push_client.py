@@ -19,6 +19,9 @@ from swarm.v1 import block_service_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
+PROBE_BYTES = 1 << 20
+"""Payload of one bandwidth probe: large enough that transfer time dominates on fast links."""
+
 _OPTIONS = (
     ("grpc.max_send_message_length", 512 << 20),
     ("grpc.max_receive_message_length", 512 << 20),
@@ -52,6 +55,19 @@ class PushClient:
             logger.debug("ping of %s failed: %s", address, error)
             return None
         return time.perf_counter() - began
+
+    async def bandwidth(self, address: str, size: int = PROBE_BYTES) -> float | None:
+        """Bytes per second this server sends to `address` (a timed payload less one RTT)."""
+        rtt = await self.ping(address)
+        if rtt is None:
+            return None
+        began = time.perf_counter()
+        try:
+            await self._stub(address).Probe(messages.probe_request(size), timeout=self.timeout)
+        except (grpc.aio.AioRpcError, asyncio.TimeoutError) as error:
+            logger.debug("bandwidth probe of %s failed: %s", address, error)
+            return None
+        return size / max(time.perf_counter() - began - rtt, 1e-6)
 
     async def push(self, address: str, pushed: PushedStep) -> bool:
         """True if the next server queued the step."""

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -211,7 +211,7 @@ class BlockServer:
             model=self.config.model_name,
             blocks=self.state.blocks,
             state=self.state.phase,
-            throughput=self.throughput,
+            throughput=self._throughput_now(),
             free_cache_tokens=self.serving.allocator.free if self.serving else self.config.cache_tokens,
             cache_tokens=self.config.cache_tokens,
             dtype=dtype_name(self.serving.backend.stack.dtype) if self.serving else "float32",
@@ -223,6 +223,13 @@ class BlockServer:
             issued_at=now,
             expiration=now + self.config.record_ttl,
         )
+
+    def _throughput_now(self) -> Throughput:
+        """Measured compute figures plus the latest network figure (float32 hidden states)."""
+        if self.next_hops is None or self.next_hops.bytes_per_s is None:
+            return self.throughput
+        per_token = self.info.hidden_size * 4
+        return replace(self.throughput, network_tokens_per_s=round(self.next_hops.bytes_per_s / per_token, 1))
 
     def _info(self) -> ServerInfo:
         assert self.state is not None and self.serving is not None

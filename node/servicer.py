@@ -100,6 +100,10 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
         return messages.encode_info(self.info())
 
     @grpc_errors
+    async def Probe(self, request, context):  # type: ignore[no-untyped-def]
+        return messages.probe_response(request)
+
+    @grpc_errors
     async def Push(self, request, context):  # type: ignore[no-untyped-def]
         self.sessions.push(messages.decode_push(request, self.limits))
         return messages.push_response()

@@ -314,6 +314,17 @@ def push_response() -> pb.PushResponse:
     return pb.PushResponse()
 
 
+# ---- Probe -----------------------------------------------------------------------
+
+
+def probe_request(size: int) -> pb.ProbeRequest:
+    return pb.ProbeRequest(payload=bytes(size))
+
+
+def probe_response(request: pb.ProbeRequest) -> pb.ProbeResponse:
+    return pb.ProbeResponse(received_bytes=len(request.payload))
+
+
 # ---- Info ------------------------------------------------------------------------
 
 

@@ -59,6 +59,11 @@ class BlockServiceStub:
                 request_serializer=swarm_dot_v1_dot_block__service__pb2.PushRequest.SerializeToString,
                 response_deserializer=swarm_dot_v1_dot_block__service__pb2.PushResponse.FromString,
                 _registered_method=True)
+        self.Probe = channel.unary_unary(
+                '/swarm.v1.BlockService/Probe',
+                request_serializer=swarm_dot_v1_dot_block__service__pb2.ProbeRequest.SerializeToString,
+                response_deserializer=swarm_dot_v1_dot_block__service__pb2.ProbeResponse.FromString,
+                _registered_method=True)
 
 
 class BlockServiceServicer:
@@ -102,6 +107,14 @@ class BlockServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Probe(self, request, context):
+        """Network probe: the caller times sending `payload` to estimate its bandwidth to
+        this server (published as Throughput.network_tokens_per_s).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BlockServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +142,11 @@ def add_BlockServiceServicer_to_server(servicer, server):
                     servicer.Push,
                     request_deserializer=swarm_dot_v1_dot_block__service__pb2.PushRequest.FromString,
                     response_serializer=swarm_dot_v1_dot_block__service__pb2.PushResponse.SerializeToString,
+            ),
+            'Probe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Probe,
+                    request_deserializer=swarm_dot_v1_dot_block__service__pb2.ProbeRequest.FromString,
+                    response_serializer=swarm_dot_v1_dot_block__service__pb2.ProbeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +284,33 @@ class BlockService:
             '/swarm.v1.BlockService/Push',
             swarm_dot_v1_dot_block__service__pb2.PushRequest.SerializeToString,
             swarm_dot_v1_dot_block__service__pb2.PushResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Probe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarm.v1.BlockService/Probe',
+            swarm_dot_v1_dot_block__service__pb2.ProbeRequest.SerializeToString,
+            swarm_dot_v1_dot_block__service__pb2.ProbeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -158,3 +158,6 @@ def test_servers_publish_next_hop_latencies(llama_swarm: RunningSwarm) -> None:
     assert set(by_start[2].next_hop_rtt_ms) == {by_start[4].server_id}
     assert by_start[4].next_hop_rtt_ms == {}
     assert all(0 < ms < 1000 for ms in by_start[0].next_hop_rtt_ms.values())
+    # and timed a payload to it: the network figure (tokens/s of hidden states) is set
+    assert by_start[0].throughput.network_tokens_per_s > 0
+    assert by_start[4].throughput.network_tokens_per_s == 0  # no next server to measure
