@@ -39,11 +39,30 @@ KEPT_STEPS = 64
 
 @dataclass
 class _History:
-    """Everything that crossed one block boundary: [batch, position, ...]."""
+    """Everything that crossed one block boundary: [batch, position, ...] views."""
 
     hidden: torch.Tensor
     position_ids: torch.Tensor
     attention_mask: torch.Tensor
+
+
+class _BoundaryLog:
+    """What crossed one block boundary so far, in buffers of the session's max_length.
+
+    Writing a step costs its own size, not the history's (no concatenation per token).
+    """
+
+    def __init__(self, batch: int, max_length: int, hidden: int, dtype: torch.dtype) -> None:
+        self.hidden = torch.empty(batch, max_length, hidden, dtype=dtype)
+        self.position_ids = torch.zeros(batch, max_length, dtype=torch.int64)
+        self.attention_mask = torch.zeros(batch, max_length, dtype=torch.int64)
+
+    def write(self, start: int, hidden: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> None:
+        """Stores positions start.. of a step (its mask covers 0..end: only the new part is new)."""
+        end = start + hidden.shape[1]
+        self.hidden[:, start:end] = hidden
+        self.position_ids[:, start:end] = positions
+        self.attention_mask[:, start:end] = mask[:, start:end]
 
     def upto(self, length: int) -> _History:
         return _History(self.hidden[:, :length], self.position_ids[:, :length],
@@ -93,7 +112,7 @@ class RemoteInferenceSession:
         self.session_id = uuid.uuid4().hex[:12]
         self.position = 0
         self.segments: list[Segment] = []
-        self._history: dict[int, _History] = {}
+        self._history: dict[int, _BoundaryLog] = {}
         self._meta: dict[int, _StepMeta] = {}
         self._events: asyncio.Queue[SegmentEvent] | None = None
         self._leftover_failures: dict[Segment, SwarmError] = {}
@@ -242,15 +261,13 @@ class RemoteInferenceSession:
             state.failed[segment] = error
 
     def _record(self, boundary: int, x: torch.Tensor, meta: _StepMeta) -> None:
-        old = self._history.get(boundary)
-        if old is None or meta.start == 0:
-            self._history[boundary] = _History(x, meta.position_ids, meta.attention_mask)
-            return
-        past = old.upto(meta.start)
-        self._history[boundary] = _History(
-            torch.cat([past.hidden, x], 1), torch.cat([past.position_ids, meta.position_ids], 1),
-            meta.attention_mask,
-        )
+        self._log(boundary, x).write(meta.start, x, meta.position_ids, meta.attention_mask)
+
+    def _log(self, boundary: int, like: torch.Tensor) -> _BoundaryLog:
+        log = self._history.get(boundary)
+        if log is None:
+            log = self._history[boundary] = _BoundaryLog(self.batch_size, self.max_length, like.shape[-1], self.dtype)
+        return log
 
     def _check_step(self, hidden: torch.Tensor, start: int) -> None:
         if not self.segments:
@@ -321,7 +338,8 @@ class RemoteInferenceSession:
         history = self._history[fresh[0].blocks.start].upto(start)
         for segment in fresh:
             if segment is not fresh[0]:  # (the first boundary also holds this step's input)
-                self._history[segment.blocks.start] = history
+                self._log(segment.blocks.start, history.hidden).write(
+                    0, history.hidden, history.position_ids, history.attention_mask)
             step = InferenceStep(next(self._step_ids), history.hidden, 0, history.position_ids,
                                  history.attention_mask)
             try:
