@@ -110,4 +110,4 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
 
 
 def add_to_server(servicer: BlockServicer, server: grpc.aio.Server) -> None:
-    block_service_pb2_grpc.add_BlockServiceServicer_to_server(servicer, server)
+    block_service_pb2_grpc.add_BlockServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
