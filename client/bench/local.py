@@ -1,0 +1,217 @@
+"""`scripts/bench local`: the default model through a loopback swarm vs. in one process.
+
+Starts a DHT node and three block servers (0:10, 10:20, 20:30) of SmolLM2-135M-Instruct
+on 127.0.0.1 (or uses a running swarm: --initial-peers), loads the same checkpoint
+locally with transformers, and times them in rounds, rotating their order:
+
+- per-token latency of greedy decoding (batch 1, float32, same chat prompt, same number
+  of tokens; transformers with a DynamicCache locally) -- the figure with a target --
+  through the default chained route (servers push to the next one) and, for
+  information, with the client relaying every hop;
+- a batch forward of 1 x 128 tokens through `model.layers` (stateless Forward calls)
+  vs. the local model's forward, for information.
+
+It prints medians over rounds and the swarm/local ratios, and checks that both sides
+produced the same tokens. Progress goes to stderr, the report to stdout (--json: one
+JSON object).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from client.bench.stats import Comparison, format_table, per_token, rotating_order
+from client.bench.workloads import Contender, LocalReference, SwarmContender
+from client.local_swarm import LocalSwarm, LocalSwarmConfig, sigterm_as_interrupt
+from swarm.records import BlockRange
+
+logger = logging.getLogger(__name__)
+
+TARGET_RATIO = 1.15
+"""What the swarm's per-token latency may cost over the local run on loopback."""
+DEFAULT_PROMPT = "What is the capital of France?"
+DEFAULT_SPANS = (BlockRange(0, 10), BlockRange(10, 20), BlockRange(20, 30))
+WORKDIR_ENV = "SWARM_BENCH_WORKDIR"
+"""Set by scripts/bench so that its shell trap finds the pids file."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="scripts/bench local", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default", help="checkpoint directory (default: SmolLM2)")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds, order rotating (default 6)")
+    parser.add_argument("--tokens", type=int, default=32, help="tokens generated per round (default 32)")
+    parser.add_argument("--forward-tokens", type=int, default=128, help="batch forward length (default 128)")
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="user message, chat template applied")
+    parser.add_argument("--blocks", nargs="+", type=BlockRange.parse, default=list(DEFAULT_SPANS),
+                        metavar="A:B", help="one server per range (default 0:10 10:20 20:30)")
+    parser.add_argument("--initial-peers", nargs="+", metavar="HOST:PORT",
+                        help="use this running swarm instead of starting one")
+    parser.add_argument("--workdir", type=Path, default=os.environ.get(WORKDIR_ENV) or None,
+                        help=f"servers' logs and pids file (default: ${WORKDIR_ENV} or a temp dir)")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment variable for the servers only (repeat), e.g. "
+                             "OMP_NUM_THREADS=1; default: client.local_swarm.SHARED_CPU_ENV")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser.parse_args(argv)
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def chat_ids(path: str, prompt: str) -> torch.Tensor:
+    from transformers import AutoTokenizer
+
+    tokenizer: Any = AutoTokenizer.from_pretrained(path)
+    encoded = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)
+    return torch.as_tensor(encoded["input_ids"])
+
+
+def measure(contenders: dict[str, Contender], args: argparse.Namespace,
+            prompt_ids: torch.Tensor, forward_ids: torch.Tensor) -> dict[str, Any]:
+    """Warm-up, then rounds in rotating order: decoding for all, batch forwards for two."""
+    forwarders = ("swarm", "local")  # Forward calls are never chained: one swarm client is enough
+    progress("warming up")
+    for name, contender in contenders.items():
+        contender.decode(prompt_ids, 4)
+        if name in forwarders:
+            contender.forward(forward_ids)
+    decode: dict[str, list[float]] = {name: [] for name in contenders}
+    prefill: dict[str, list[float]] = {name: [] for name in contenders}
+    forward: dict[str, list[float]] = {name: [] for name in forwarders}
+    tokens: dict[str, list[tuple[int, ...]]] = {name: [] for name in contenders}
+    logits: dict[str, torch.Tensor] = {}
+    for number, order in enumerate(rotating_order(args.rounds, list(contenders)), 1):
+        for name in order:
+            run = contenders[name].decode(prompt_ids, args.tokens)
+            tokens[name].append(run.tokens)
+            decode[name].append(per_token(run.step_seconds, len(run.step_seconds)))
+            prefill[name].append(run.prefill_seconds)
+        for name in (n for n in order if n in forwarders):
+            seconds, logits[name] = contenders[name].forward(forward_ids)
+            forward[name].append(seconds)
+        progress(f"round {number}/{args.rounds}: per token " +
+                 ", ".join(f"{name} {decode[name][-1] * 1e3:.1f} ms" for name in contenders))
+    reference = tokens["local"][0]
+
+    def versus(label: str, name: str, figures: dict[str, list[float]]) -> Comparison:
+        return Comparison(label, tuple(figures[name]), tuple(figures["local"]))
+
+    return {
+        "rows": [
+            versus("per-token latency (decode)", "swarm", decode),
+            versus("  unchained (client relays)", "unchained", decode),
+            versus(f"prefill ({prompt_ids.shape[1]} tokens)", "swarm", prefill),
+            versus(f"batch forward 1x{args.forward_tokens}", "swarm", forward),
+        ],
+        "same_tokens": all(t == reference for runs in tokens.values() for t in runs),
+        "logits_max_diff": float((logits["swarm"].float() - logits["local"].float()).abs().max()),
+        "tokens": list(reference),
+    }
+
+
+def report(result: dict[str, Any], args: argparse.Namespace, route: str, prompt_tokens: int) -> str:
+    rows: list[Comparison] = result["rows"]
+    overhead = rows[0].median_a - rows[0].median_b
+    lines = [
+        f"swarm-llm bench local: {Path(args.model_path).name}, float32, batch 1, greedy, "
+        f"{args.tokens} decode steps after a {prompt_tokens}-token chat prompt; {args.rounds} rounds, "
+        f"order rotating; medians over rounds",
+        f"swarm: {len(args.blocks)} server processes on 127.0.0.1, chained (servers push to the next), "
+        f"route {route}",
+        f"local: transformers AutoModelForCausalLM + DynamicCache in this process; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}",
+        "",
+        format_table(rows, "swarm", "local", TARGET_RATIO, rows[0].name),
+        "",
+        f"same greedy tokens everywhere in every round: {'yes' if result['same_tokens'] else 'NO'}; "
+        f"batch-forward logits max |swarm - local| = {result['logits_max_diff']:.2e}",
+        f"per-token overhead of the swarm: {overhead * 1e3:+.1f} ms "
+        f"({overhead * 1e3 / len(args.blocks):+.1f} ms per server)",
+    ]
+    return "\n".join(lines)
+
+
+def as_json(result: dict[str, Any], args: argparse.Namespace, route: str) -> str:
+    rows: list[Comparison] = result["rows"]
+    return json.dumps({
+        "model": Path(args.model_path).name, "tokens": args.tokens, "rounds": args.rounds,
+        "route": route, "target_ratio": TARGET_RATIO, "same_tokens": result["same_tokens"],
+        "logits_max_diff": result["logits_max_diff"], "load_average": os.getloadavg()[0],
+        "rows": [{**asdict(r), "median_swarm_s": r.median_a, "median_local_s": r.median_b,
+                  "ratio": r.ratio, "paired_ratio": r.paired_ratio} for r in rows],
+    })
+
+
+def run_bench(args: argparse.Namespace, peers: list[str]) -> None:
+    from client.config import ClientConfig
+    from client.model import AutoDistributedModelForCausalLM
+    from client.routing import RoutingConfig
+    from swarm.dht import parse_address
+
+    prompt_ids = chat_ids(args.model_path, args.prompt)
+    progress("loading the local reference and the swarm clients")
+    local = LocalReference(args.model_path)
+    chained = AutoDistributedModelForCausalLM.from_pretrained(args.model_path, peers)
+    unchained_config = ClientConfig(tuple(parse_address(p) for p in peers),
+                                    routing=RoutingConfig(chained=False))
+    unchained = AutoDistributedModelForCausalLM.from_pretrained(args.model_path, peers, config=unchained_config)
+    vocab = int(local.model.config.vocab_size)
+    forward_ids = torch.randint(0, vocab, (1, args.forward_tokens), generator=torch.Generator().manual_seed(0))
+    try:
+        swarm = SwarmContender(chained)
+        result = measure({"swarm": swarm, "unchained": SwarmContender(unchained), "local": local},
+                         args, prompt_ids, forward_ids)
+    finally:
+        chained.close()
+        unchained.close()
+    if args.json:
+        print(as_json(result, args, swarm.route))
+    else:
+        print(report(result, args, swarm.route, prompt_ids.shape[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from swarm.default_model import resolve_model
+    from swarm.logs import setup_logging
+
+    args = parse_args(argv)
+    setup_logging()
+    if "SWARM_LOG_LEVEL" not in os.environ:
+        logging.getLogger().setLevel(logging.WARNING)
+    began = time.monotonic()
+    args.model_path = resolve_model(args.model)
+    try:
+        with sigterm_as_interrupt():
+            if args.initial_peers:
+                run_bench(args, args.initial_peers)
+            else:
+                progress(f"starting a DHT node and {len(args.blocks)} servers on 127.0.0.1")
+                server_env = dict(item.split("=", 1) for item in args.server_env)
+                config = LocalSwarmConfig(args.model_path, tuple(args.blocks), workdir=args.workdir,
+                                          server_args=("--drain-grace", "5"), env=server_env)
+                with LocalSwarm(config) as swarm:
+                    progress(f"swarm ready (logs in {swarm.workdir})")
+                    run_bench(args, swarm.initial_peers)
+    except KeyboardInterrupt:
+        progress("interrupted; every process the bench started is stopped")
+        return 130
+    progress(f"done in {time.monotonic() - began:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""What the benchmarks time: greedy decoding and batch forwards, on the swarm and locally.
+
+Both contenders do the same work per generated token, timed the same way: from the
+moment the next token id is known to the moment the one after it is (embedding, all
+blocks, final norm, LM head, argmax).
+
+- `LocalReference`: transformers' AutoModelForCausalLM of the same checkpoint in this
+  process, with a DynamicCache (what `generate` uses), batch 1.
+- `SwarmContender`: the thin client (`DistributedModelForCausalLM`); each step goes
+  through an inference session exactly as `generate` drives it (hidden states, position
+  ids and the full attention mask), so every server hop is on the clock.
+
+The prompt's prefill is timed separately. Decoding ignores EOS so that every run
+generates the same number of tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from client.model import DistributedModelForCausalLM
+
+
+@dataclass(frozen=True)
+class DecodeRun:
+    """One greedy decoding run."""
+
+    tokens: tuple[int, ...]
+    """Generated ids (the first comes from the prefill)."""
+    prefill_seconds: float
+    step_seconds: tuple[float, ...]
+    """One per generated token after the first."""
+
+
+class Contender(Protocol):
+    """Something the benchmarks can time."""
+
+    def decode(self, prompt_ids: torch.Tensor, steps: int) -> DecodeRun: ...
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[float, torch.Tensor]: ...
+
+
+class LocalReference:
+    """The whole model in this process (transformers), float32 unless told otherwise."""
+
+    def __init__(self, path: str, dtype: torch.dtype = torch.float32) -> None:
+        from transformers import AutoModelForCausalLM
+
+        self.model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        self.model.train(False)  # eval mode (`eval` is untyped)
+
+    def decode(self, prompt_ids: torch.Tensor, steps: int) -> DecodeRun:
+        from transformers import DynamicCache
+
+        times: list[float] = []
+        with torch.inference_mode():
+            cache = DynamicCache(config=self.model.config)
+            began = time.perf_counter()
+            out = self.model(prompt_ids, past_key_values=cache, use_cache=True)
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            prefill = time.perf_counter() - began
+            tokens = [int(token)]
+            for _ in range(steps):
+                began = time.perf_counter()
+                out = self.model(token, past_key_values=cache, use_cache=True)
+                token = out.logits[:, -1].argmax(-1, keepdim=True)
+                times.append(time.perf_counter() - began)
+                tokens.append(int(token))
+        return DecodeRun(tuple(tokens), prefill, tuple(times))
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """Seconds of one full forward of `input_ids` (no cache), and its logits."""
+        with torch.inference_mode():
+            began = time.perf_counter()
+            logits = self.model(input_ids, use_cache=False).logits
+            return time.perf_counter() - began, logits
+
+
+class SwarmContender:
+    """The same model through the swarm's servers."""
+
+    def __init__(self, model: DistributedModelForCausalLM) -> None:
+        self.model = model
+        self.route = ""
+
+    def decode(self, prompt_ids: torch.Tensor, steps: int) -> DecodeRun:
+        head, length = self.model.head, prompt_ids.shape[1]
+        times: list[float] = []
+        with self.model.inference_session(max_length=length + steps + 1) as session, torch.inference_mode():
+            self.route = session.route
+            mask = torch.ones(1, length, dtype=torch.long)
+            positions = torch.arange(length)[None]
+            began = time.perf_counter()
+            hidden = session.step(head.embed(prompt_ids), positions, mask)
+            token = head.logits(hidden[:, -1]).argmax(-1, keepdim=True)
+            prefill = time.perf_counter() - began
+            tokens = [int(token)]
+            for _ in range(steps):
+                began = time.perf_counter()
+                positions = positions[:, -1:] + 1
+                mask = torch.cat([mask, torch.ones(1, 1, dtype=mask.dtype)], dim=1)
+                hidden = session.step(head.embed(token), positions, mask)
+                token = head.logits(hidden[:, -1]).argmax(-1, keepdim=True)
+                times.append(time.perf_counter() - began)
+                tokens.append(int(token))
+        return DecodeRun(tuple(tokens), prefill, tuple(times))
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """Seconds of one batch forward through `model.layers` (stateless calls), and logits."""
+        with torch.inference_mode():
+            began = time.perf_counter()
+            logits = self.model(input_ids)
+            return time.perf_counter() - began, logits
