@@ -18,7 +18,10 @@ def run_cli(prog: str, description: str | None, commands: Sequence[AddParser], a
     parser = build_parser(prog, description, commands)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C: the command's own cleanup ran; no traceback for the user
 
 
 def build_parser(prog: str, description: str | None, commands: Sequence[AddParser]) -> argparse.ArgumentParser:
