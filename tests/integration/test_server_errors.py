@@ -205,3 +205,23 @@ def test_metrics_count_steps_and_errors(llama_swarm: RunningSwarm) -> None:
     assert float(values['swarm_errors_total{code="INVALID_ARGUMENT"}']) > 0
     assert float(values['swarm_errors_total{code="NOT_FOUND"}']) > 0
     assert float(values["swarm_cache_tokens_free"]) == 4096
+
+
+async def test_event_loop_keeps_serving_during_long_compute(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
+    from client.transport import forward, ping
+
+    address = llama_swarm.servers[1].address
+    big = ForwardCall("tiny-llama", BlockRange(2, 4), (torch.randn(8, 2048, HIDDEN),))
+    began = asyncio.get_running_loop().time()
+    job = asyncio.create_task(forward(pool, address, big, 60.0, DEFAULT_LIMITS))
+    await asyncio.sleep(0.05)  # the forward is computing now
+    pings = []
+    while not job.done():
+        pings.append(await ping(pool, address, 5.0))
+        await asyncio.sleep(0.02)
+    took = asyncio.get_running_loop().time() - began
+    assert (await job).shape == (8, 2048, HIDDEN)
+    # health checks were answered while the torch work ran, each far faster than it
+    print(f"\nforward took {took:.2f} s; {len(pings)} pings answered meanwhile, slowest {max(pings) * 1000:.1f} ms")
+    assert len(pings) >= 2, (took, pings)
+    assert max(pings) < took / 3, (took, pings)
