@@ -46,7 +46,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Looks the swarm up and prints it; returns the exit code."""
-    from node.dht_command import run_event_loop  # the one uvloop-or-asyncio runner
+    from swarm.cli import run_event_loop  # the one uvloop-or-asyncio runner
 
     return run_event_loop(lambda: status(args.initial_peers, args.model, args.json, args.timeout))
 

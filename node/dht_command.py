@@ -12,9 +12,9 @@ import argparse
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Coroutine
 from typing import Any
 
+from swarm.cli import run_event_loop
 from swarm.dht import SwarmDHT, parse_address
 from swarm.identity import Identity
 
@@ -70,15 +70,3 @@ async def serve(host: str, port: int, initial_peers: list[tuple[str, int]], node
         logger.info("DHT node on %s:%d stopping", host, dht.port)
         await dht.stop()
     return 0
-
-
-def run_event_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Runs `main()` on uvloop where available, else on asyncio's default loop."""
-    try:
-        import uvloop
-    except ImportError:
-        factory = None
-    else:
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main())

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 from node.config import ServerConfig
+from swarm.cli import run_event_loop
 from swarm.dht import parse_address
 from swarm.records import BlockRange
 
@@ -100,7 +101,7 @@ def _num_blocks(text: str) -> int | None:
     return value
 
 
-async def serve(config: ServerConfig) -> None:
+async def serve(config: ServerConfig) -> int:
     from node.server import BlockServer  # torch and transformers: only for this command
 
     stop = asyncio.Event()
@@ -108,15 +109,10 @@ async def serve(config: ServerConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await BlockServer(config).run(stop)
+    logger.info("server stopped")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(serve(config))
-    else:
-        uvloop.run(serve(config))
-    logger.info("server stopped")
-    return 0
+    return run_event_loop(lambda: serve(config))

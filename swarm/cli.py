@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from swarm.logs import setup_logging
 
@@ -31,3 +33,15 @@ def build_parser(prog: str, description: str | None, commands: Sequence[AddParse
     for add in commands:
         add(sub)
     return parser
+
+
+def run_event_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Runs `main()` on uvloop where available, else on asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional (e.g. on Windows)
+        factory = None
+    else:
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main())
