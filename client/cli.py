@@ -1,13 +1,13 @@
-"""`swarm`: what a user runs. Subcommands: generate, status."""
+"""`swarm`: what a user runs. Subcommands: generate, chat, status."""
 
 from __future__ import annotations
 
 import sys
 
-from client import generate_command, status_command
+from client import chat_command, generate_command, status_command
 from swarm.cli import run_cli
 
-COMMANDS = (generate_command.add_parser, status_command.add_parser)
+COMMANDS = (generate_command.add_parser, chat_command.add_parser, status_command.add_parser)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from swarm.cli import peer_arg
+
 if TYPE_CHECKING:
     import torch
 
@@ -18,7 +20,7 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("generate", help="generate text through the swarm",
                               description="Generate text through the swarm's servers.")
-    p.add_argument("--initial-peers", nargs="+", required=True, metavar="HOST:PORT",
+    p.add_argument("--initial-peers", nargs="+", required=True, metavar="HOST:PORT", type=peer_arg,
                    help="DHT peers of the swarm")
     p.add_argument("--model", default="default",
                    help="checkpoint directory or hub id the client loads its embeddings and head "

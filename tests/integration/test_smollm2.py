@@ -99,3 +99,16 @@ def test_servers_hold_only_their_blocks(swarm: LocalSwarm) -> None:
         log = Path(server.log).read_text()
         assert f"serving blocks {span} of SmolLM2-135M-Instruct" in log
         assert server.alive
+
+
+def test_cli_chat_keeps_the_conversation_in_the_session(model_dir: str, swarm: LocalSwarm) -> None:
+    command = [sys.executable, "-m", "client.cli", "chat", "--initial-peers", *swarm.initial_peers,
+               "--model", model_dir, "--max-new-tokens", "24"]
+    done = subprocess.run(command, input="What is the capital of France?\nAnd of Italy?\n/exit\n",
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "SWARM_LOG_LEVEL": "INFO"}, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Paris" in done.stdout and "Rome" in done.stdout, done.stdout
+    # one session for both turns: the second turn sent only its new tokens
+    assert done.stderr.count("new session with the whole conversation") == 1, done.stderr[-3000:]
+    assert done.stderr.count(" tokens in ") == 2
