@@ -356,7 +356,9 @@ class RemoteInferenceSession:
 
 
 class _SegmentFailed(PeerUnavailable):
+    """A server failed while a route was being opened or its cache rebuilt."""
+
     def __init__(self, server_id: str, error: BaseException) -> None:
-        super().__init__(f"server {server_id[:8]} failed to open a session: {error}")
+        super().__init__(f"server {server_id[:8]} failed: {error}")
         self.server_id = server_id
         self.error = error
