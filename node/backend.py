@@ -56,33 +56,7 @@ class BlockBackend:
         attention_mask: torch.Tensor | None,
     ) -> torch.Tensor:
         """Appends `hidden` at cache position `start` (dropping anything after it)."""
-        return await self._run(self._step, cache, blocks, hidden, start, position_ids, attention_mask)
-
-    def _step(
-        self,
-        cache: SessionCache,
-        blocks: BlockRange,
-        hidden: torch.Tensor,
-        start: int,
-        position_ids: torch.Tensor | None,
-        attention_mask: torch.Tensor | None,
-    ) -> torch.Tensor:
-        batch, tokens, _ = hidden.shape
-        if self.stack.cache_length(cache) > start:
-            self.stack.crop_cache(cache, start)
-        if position_ids is None:
-            position_ids = default_positions(batch, start, tokens)
-        if attention_mask is None:
-            attention_mask = torch.ones(batch, start + tokens, dtype=torch.int64)
-        with torch.inference_mode():
-            out = self.stack.forward(
-                hidden.to(self.stack.dtype),
-                blocks=blocks,
-                position_ids=position_ids.to(torch.int64),
-                attention_mask=attention_mask.to(torch.int64),
-                cache=cache,
-            )
-        return out.to(hidden.dtype)
+        return await self._run(run_step, self.stack, cache, blocks, hidden, start, position_ids, attention_mask)
 
     async def forward(
         self, blocks: BlockRange, hidden: torch.Tensor, attention_mask: torch.Tensor | None
@@ -136,3 +110,31 @@ class BlockBackend:
             )
             (grad,) = torch.autograd.grad(out, inputs, grad_outputs.to(out.dtype))
         return grad.to(hidden.dtype)
+
+
+def run_step(
+    stack: BlockStack,
+    cache: SessionCache,
+    blocks: BlockRange,
+    hidden: torch.Tensor,
+    start: int,
+    position_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """One inference step, synchronously (the executor's job; also the benchmarks' floor)."""
+    batch, tokens, _ = hidden.shape
+    if stack.cache_length(cache) > start:
+        stack.crop_cache(cache, start)
+    if position_ids is None:
+        position_ids = default_positions(batch, start, tokens)
+    if attention_mask is None:
+        attention_mask = torch.ones(batch, start + tokens, dtype=torch.int64)
+    with torch.inference_mode():
+        out = stack.forward(
+            hidden.to(stack.dtype),
+            blocks=blocks,
+            position_ids=position_ids.to(torch.int64),
+            attention_mask=attention_mask.to(torch.int64),
+            cache=cache,
+        )
+    return out.to(hidden.dtype)

@@ -31,8 +31,9 @@ from typing import Any
 import torch
 
 from client.bench.stats import Comparison, format_table, per_token, rotating_order
-from client.bench.workloads import Contender, LocalReference, SwarmContender
-from client.local_swarm import LocalSwarm, LocalSwarmConfig, sigterm_as_interrupt
+from client.bench.pipe_floor import PipeFloor
+from client.bench.workloads import Contender, Decoder, LocalReference, SwarmContender
+from client.local_swarm import SHARED_CPU_ENV, LocalSwarm, LocalSwarmConfig, sigterm_as_interrupt
 from swarm.records import BlockRange
 
 logger = logging.getLogger(__name__)
@@ -79,15 +80,14 @@ def chat_ids(path: str, prompt: str) -> torch.Tensor:
     return torch.as_tensor(encoded["input_ids"])
 
 
-def measure(contenders: dict[str, Contender], args: argparse.Namespace,
+def measure(contenders: dict[str, Decoder], forwarders: dict[str, Contender], args: argparse.Namespace,
             prompt_ids: torch.Tensor, forward_ids: torch.Tensor) -> dict[str, Any]:
     """Warm-up, then rounds in rotating order: decoding for all, batch forwards for two."""
-    forwarders = ("swarm", "local")  # Forward calls are never chained: one swarm client is enough
     progress("warming up")
-    for name, contender in contenders.items():
+    for contender in contenders.values():
         contender.decode(prompt_ids, 4)
-        if name in forwarders:
-            contender.forward(forward_ids)
+    for forwarder in forwarders.values():
+        forwarder.forward(forward_ids)
     decode: dict[str, list[float]] = {name: [] for name in contenders}
     prefill: dict[str, list[float]] = {name: [] for name in contenders}
     forward: dict[str, list[float]] = {name: [] for name in forwarders}
@@ -100,7 +100,7 @@ def measure(contenders: dict[str, Contender], args: argparse.Namespace,
             decode[name].append(per_token(run.step_seconds, len(run.step_seconds)))
             prefill[name].append(run.prefill_seconds)
         for name in (n for n in order if n in forwarders):
-            seconds, logits[name] = contenders[name].forward(forward_ids)
+            seconds, logits[name] = forwarders[name].forward(forward_ids)
             forward[name].append(seconds)
         progress(f"round {number}/{args.rounds}: per token " +
                  ", ".join(f"{name} {decode[name][-1] * 1e3:.1f} ms" for name in contenders))
@@ -113,6 +113,7 @@ def measure(contenders: dict[str, Contender], args: argparse.Namespace,
         "rows": [
             versus("per-token latency (decode)", "swarm", decode),
             versus("  unchained (client relays)", "unchained", decode),
+            versus("  floor: pipes, no swarm", "floor", decode),
             versus(f"prefill ({prompt_ids.shape[1]} tokens)", "swarm", prefill),
             versus(f"batch forward 1x{args.forward_tokens}", "swarm", forward),
         ],
@@ -156,6 +157,11 @@ def as_json(result: dict[str, Any], args: argparse.Namespace, route: str) -> str
     })
 
 
+def floor_env(server_env: dict[str, str]) -> dict[str, str]:
+    """What the servers get: the shared-CPU defaults unless this environment sets them."""
+    return {**{k: v for k, v in SHARED_CPU_ENV.items() if k not in os.environ}, **server_env}
+
+
 def run_bench(args: argparse.Namespace, peers: list[str]) -> None:
     from client.config import ClientConfig
     from client.model import AutoDistributedModelForCausalLM
@@ -171,11 +177,14 @@ def run_bench(args: argparse.Namespace, peers: list[str]) -> None:
     unchained = AutoDistributedModelForCausalLM.from_pretrained(args.model_path, peers, config=unchained_config)
     vocab = int(local.model.config.vocab_size)
     forward_ids = torch.randint(0, vocab, (1, args.forward_tokens), generator=torch.Generator().manual_seed(0))
+    progress(f"starting the pipe floor: {len(args.blocks)} worker processes")
+    floor = PipeFloor(args.model_path, args.blocks, floor_env(args.server_env_map), head=chained.head)
     try:
         swarm = SwarmContender(chained)
-        result = measure({"swarm": swarm, "unchained": SwarmContender(unchained), "local": local},
-                         args, prompt_ids, forward_ids)
+        result = measure({"swarm": swarm, "unchained": SwarmContender(unchained), "floor": floor, "local": local},
+                         {"swarm": swarm, "local": local}, args, prompt_ids, forward_ids)
     finally:
+        floor.close()
         chained.close()
         unchained.close()
     if args.json:
@@ -194,15 +203,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.WARNING)
     began = time.monotonic()
     args.model_path = resolve_model(args.model)
+    args.server_env_map = dict(item.split("=", 1) for item in args.server_env)
     try:
         with sigterm_as_interrupt():
             if args.initial_peers:
                 run_bench(args, args.initial_peers)
             else:
                 progress(f"starting a DHT node and {len(args.blocks)} servers on 127.0.0.1")
-                server_env = dict(item.split("=", 1) for item in args.server_env)
                 config = LocalSwarmConfig(args.model_path, tuple(args.blocks), workdir=args.workdir,
-                                          server_args=("--drain-grace", "5"), env=server_env)
+                                          server_args=("--drain-grace", "5"), env=args.server_env_map)
                 with LocalSwarm(config) as swarm:
                     progress(f"swarm ready (logs in {swarm.workdir})")
                     run_bench(args, swarm.initial_peers)

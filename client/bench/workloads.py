@@ -36,10 +36,14 @@ class DecodeRun:
     """One per generated token after the first."""
 
 
-class Contender(Protocol):
-    """Something the benchmarks can time."""
+class Decoder(Protocol):
+    """Something whose greedy decoding the benchmarks can time."""
 
     def decode(self, prompt_ids: torch.Tensor, steps: int) -> DecodeRun: ...
+
+
+class Contender(Decoder, Protocol):
+    """A decoder that also runs batch forwards."""
 
     def forward(self, input_ids: torch.Tensor) -> tuple[float, torch.Tensor]: ...
 

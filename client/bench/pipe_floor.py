@@ -1,0 +1,156 @@
+"""The floor of any multi-process split on this machine: block stacks joined by OS pipes.
+
+`scripts/bench local` times the swarm against one local process. Part of the swarm's
+cost is not the swarm's protocol at all but the split itself: several processes share
+the cores, each one idles while the others compute, and a hidden state has to cross a
+process boundary at every hop. This contender measures that part alone. It starts one
+worker process per block range, chained like a shell pipeline (client -> w0 | w1 | w2 ->
+client), each running the server's own step code (`node.backend.run_step`) on its
+blocks; a hidden state crosses each pipe as a 12-byte header and raw float32 bytes. No
+gRPC, no asyncio, no DHT, no validation, no fault tolerance: nothing a real swarm could
+do without, so no swarm over these processes can be faster.
+
+The worker entry point is `python -m client.bench.pipe_floor A:B MODEL` (stdin: steps,
+stdout: outputs, stderr: logs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import BinaryIO
+
+import torch
+
+from client.bench.workloads import DecodeRun
+from client.head import ClientHead, load_client_head
+from swarm.records import BlockRange
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<iii")
+"""start position, tokens, hidden size (batch is always 1)."""
+
+
+def write_hidden(stream: BinaryIO, start: int, hidden: torch.Tensor) -> None:
+    data = hidden.detach().to(torch.float32).contiguous().numpy().tobytes()
+    stream.write(_HEADER.pack(start, hidden.shape[1], hidden.shape[2]) + data)
+    stream.flush()
+
+
+def read_hidden(stream: BinaryIO) -> tuple[int, torch.Tensor] | None:
+    """The next (start, [1, tokens, hidden]) or None at the end of the stream."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    start, tokens, hidden = _HEADER.unpack(header)
+    size = tokens * hidden * 4
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError(f"pipe closed inside a message ({len(data)} of {size} bytes)")
+    return start, torch.frombuffer(bytearray(data), dtype=torch.float32).view(1, tokens, hidden)
+
+
+class PipeFloor:
+    """Greedy decoding through worker processes joined by pipes (a `Decoder`)."""
+
+    def __init__(self, model_path: str, spans: Sequence[BlockRange], env: Mapping[str, str],
+                 head: ClientHead | None = None) -> None:
+        self.head = head or load_client_head(model_path, "float32")
+        self._workers: list[subprocess.Popen[bytes]] = []
+        previous = subprocess.PIPE
+        for span in spans:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "client.bench.pipe_floor", str(span), model_path],
+                stdin=previous, stdout=subprocess.PIPE, env={**os.environ, **env},
+            )
+            if self._workers:
+                assert self._workers[-1].stdout is not None
+                self._workers[-1].stdout.close()  # now owned by the new worker only
+            previous = worker.stdout  # type: ignore[assignment]
+            self._workers.append(worker)
+        assert self._workers[0].stdin is not None and self._workers[-1].stdout is not None
+        self._to_chain: BinaryIO = self._workers[0].stdin
+        self._from_chain: BinaryIO = self._workers[-1].stdout
+
+    @property
+    def exit_codes(self) -> list[int | None]:
+        """Each worker's exit code (None while it runs)."""
+        return [worker.poll() for worker in self._workers]
+
+    def _through(self, start: int, hidden: torch.Tensor) -> torch.Tensor:
+        write_hidden(self._to_chain, start, hidden)
+        answer = read_hidden(self._from_chain)
+        if answer is None:
+            raise RuntimeError(f"a pipe-floor worker exited (exit codes {self.exit_codes}); see its stderr")
+        return answer[1]
+
+    def decode(self, prompt_ids: torch.Tensor, steps: int) -> DecodeRun:
+        head, position = self.head, prompt_ids.shape[1]
+        times: list[float] = []
+        with torch.inference_mode():
+            began = time.perf_counter()
+            hidden = self._through(0, head.embed(prompt_ids))
+            token = head.logits(hidden[:, -1]).argmax(-1, keepdim=True)
+            prefill = time.perf_counter() - began
+            tokens = [int(token)]
+            for _ in range(steps):
+                began = time.perf_counter()
+                hidden = self._through(position, head.embed(token))
+                token = head.logits(hidden[:, -1]).argmax(-1, keepdim=True)
+                times.append(time.perf_counter() - began)
+                tokens.append(int(token))
+                position += 1
+        return DecodeRun(tuple(tokens), prefill, tuple(times))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._to_chain.close()  # each worker ends at the end of its input
+        for worker in self._workers:
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        with contextlib.suppress(OSError):
+            self._from_chain.close()
+
+
+def serve(span: BlockRange, model_path: str, inbound: BinaryIO, outbound: BinaryIO) -> None:
+    """Worker loop: a fresh cache at every start-0 step, one output per input."""
+    from node.backend import run_step
+    from node.families import load_block_stack
+
+    stack = load_block_stack(model_path, span, "float32")
+    cache = stack.new_cache(span)
+    while (message := read_hidden(inbound)) is not None:
+        start, hidden = message
+        if start == 0:
+            cache = stack.new_cache(span)
+        write_hidden(outbound, start, run_step(stack, cache, span, hidden, start, None, None))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from swarm.logs import setup_logging
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m client.bench.pipe_floor A:B MODEL_DIR", file=sys.stderr)
+        return 2
+    setup_logging()
+    # the output pipe carries only frames: anything else printing to stdout goes to stderr
+    outbound = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    with contextlib.suppress(BrokenPipeError):
+        serve(BlockRange.parse(args[0]), args[1], sys.stdin.buffer, outbound)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
