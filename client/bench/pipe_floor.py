@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import BinaryIO
+from typing import IO
 
 import torch
 
@@ -38,13 +38,13 @@ _HEADER = struct.Struct("<iii")
 """start position, tokens, hidden size (batch is always 1)."""
 
 
-def write_hidden(stream: BinaryIO, start: int, hidden: torch.Tensor) -> None:
+def write_hidden(stream: IO[bytes], start: int, hidden: torch.Tensor) -> None:
     data = hidden.detach().to(torch.float32).contiguous().numpy().tobytes()
     stream.write(_HEADER.pack(start, hidden.shape[1], hidden.shape[2]) + data)
     stream.flush()
 
 
-def read_hidden(stream: BinaryIO) -> tuple[int, torch.Tensor] | None:
+def read_hidden(stream: IO[bytes]) -> tuple[int, torch.Tensor] | None:
     """The next (start, [1, tokens, hidden]) or None at the end of the stream."""
     header = stream.read(_HEADER.size)
     if len(header) < _HEADER.size:
@@ -76,8 +76,8 @@ class PipeFloor:
             previous = worker.stdout  # type: ignore[assignment]
             self._workers.append(worker)
         assert self._workers[0].stdin is not None and self._workers[-1].stdout is not None
-        self._to_chain: BinaryIO = self._workers[0].stdin
-        self._from_chain: BinaryIO = self._workers[-1].stdout
+        self._to_chain: IO[bytes] = self._workers[0].stdin
+        self._from_chain: IO[bytes] = self._workers[-1].stdout
 
     @property
     def exit_codes(self) -> list[int | None]:
@@ -122,7 +122,7 @@ class PipeFloor:
             self._from_chain.close()
 
 
-def serve(span: BlockRange, model_path: str, inbound: BinaryIO, outbound: BinaryIO) -> None:
+def serve(span: BlockRange, model_path: str, inbound: IO[bytes], outbound: IO[bytes]) -> None:
     """Worker loop: a fresh cache at every start-0 step, one output per input."""
     from node.backend import run_step
     from node.families import load_block_stack
