@@ -7,8 +7,9 @@ timeout or when the client goes away.
 
 Steps reach a session from its client's stream or, in a chained route, pushed by the
 previous server (`push`); both land in the session's inbox and are processed in order.
-After a step that names next hops, the output is pushed to the next server before the
-client gets its copy, so the chain is not slowed by the client's link.
+After a step that names next hops, the output is pushed to the next server (over one
+stream per next session, `node.push_client`) before the client gets its copy, so the
+chain is not slowed by the client's link.
 It knows nothing of protobuf or gRPC.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 from node.allocator import CacheAllocator
@@ -110,9 +112,13 @@ class InferenceSessions:
                 logger.info("session %s opened: batch %d, max_length %d", who, first.batch_size,
                             first.max_length)
                 yield InferenceOpened(self.server_id, tokens)
-                async with self._inbox(first.session_id, requests) as inbox:
-                    async for response in self._steps(first, inbox, who):
-                        yield response
+                pusher_key = uuid.uuid4().hex  # owns this session's push streams (ids may be empty)
+                try:
+                    async with self._inbox(first.session_id, requests) as inbox:
+                        async for response in self._steps(first, inbox, who, pusher_key):
+                            yield response
+                finally:
+                    await self.pusher.release(pusher_key)
         logger.info("session %s ended", who)
 
     @contextlib.asynccontextmanager
@@ -141,7 +147,7 @@ class InferenceSessions:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
 
-    async def _steps(self, open_: InferenceOpen, inbox: asyncio.Queue[_Item], who: str
+    async def _steps(self, open_: InferenceOpen, inbox: asyncio.Queue[_Item], who: str, pusher_key: str
                      ) -> AsyncIterator[InferenceResponse]:
         cache = self.backend.new_cache(open_.blocks)
         epoch = self._epoch
@@ -164,9 +170,10 @@ class InferenceSessions:
             if epoch != self._epoch:
                 raise ServerDraining(f"this server moved away from blocks {open_.blocks}; session {who} "
                                      "must continue elsewhere")
-            yield await self._step(open_, item, cache)
+            yield await self._step(open_, item, cache, pusher_key)
 
-    async def _step(self, open_: InferenceOpen, step: InferenceStep, cache: SessionCache) -> InferenceResult:
+    async def _step(self, open_: InferenceOpen, step: InferenceStep, cache: SessionCache, pusher_key: str
+                    ) -> InferenceResult:
         check_step(step, open_, self.backend.cache_length(cache), self.backend.hidden_size)
         with self.metrics.step_seconds.time():
             out = await self.backend.step(cache, open_.blocks, step.hidden_states, step.start_position,
@@ -178,7 +185,7 @@ class InferenceSessions:
             hop, rest = step.next_hops[0], step.next_hops[1:]
             onward = InferenceStep(step.step_id, out, step.start_position, step.position_ids,
                                    step.attention_mask, rest)
-            push_failed = not await self.pusher.push(hop.address, PushedStep(hop.session_id, onward))
+            push_failed = not await self.pusher.push(pusher_key, hop.address, PushedStep(hop.session_id, onward))
             if push_failed:
                 self.metrics.pushes_failed.inc()
         return InferenceResult(step.step_id, out, push_failed)

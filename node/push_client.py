@@ -1,7 +1,12 @@
 """Server-to-server calls: pushes for chained inference, pings of next-hop servers.
 
-A failed or slow push is not the session's failure: it is logged and reported to the
-client (`push_failed`), which then relays the output itself.
+A session's pushes to one next session travel over one long-lived `PushStream` call,
+opened at the first push and closed when the pushing session ends: a step costs one
+message on an open HTTP/2 stream instead of a new call and its answer, which matters on
+the per-token path. A failed or slow push is not the session's failure: it is logged and
+reported to the client (`push_failed`), which then relays the output itself. A push the
+next server rejects after the write (its session is gone) surfaces on the client's own
+stream to that server, which fails over.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -35,6 +41,8 @@ class PushClient:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._streams: dict[str, dict[tuple[str, str], Any]] = {}
+        """Open PushStream calls by pushing session, then by (address, pushed session)."""
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
@@ -69,16 +77,45 @@ class PushClient:
             return None
         return size / max(time.perf_counter() - began - rtt, 1e-6)
 
-    async def push(self, address: str, pushed: PushedStep) -> bool:
-        """True if the next server queued the step."""
+    async def push(self, owner: str, address: str, pushed: PushedStep) -> bool:
+        """True if the step was written to the next server (session `owner` pushes it)."""
+        streams = self._streams.setdefault(owner, {})
+        key = (address, pushed.session_id)
+        call = streams.get(key)
+        if call is None:
+            call = streams[key] = self._stub(address).PushStream()
         try:
-            await self._stub(address).Push(messages.encode_push(pushed), timeout=self.timeout)
-        except (grpc.aio.AioRpcError, asyncio.TimeoutError) as error:
+            await asyncio.wait_for(call.write(messages.encode_push(pushed)), self.timeout)
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, TimeoutError) as error:
+            streams.pop(key, None)
+            call.cancel()
             logger.warning("push of step %d to %s (session %s) failed: %s", pushed.step.step_id, address,
-                           pushed.session_id, error)
+                           pushed.session_id, await _describe(call, error))
             return False
         return True
 
+    async def release(self, owner: str) -> None:
+        """Ends the push streams of session `owner` (it ended)."""
+        calls = self._streams.pop(owner, {})
+        await asyncio.gather(*(self._end(call) for call in calls.values()))
+
+    async def _end(self, call: Any) -> None:
+        try:
+            await asyncio.wait_for(call.done_writing(), self.timeout)
+            await asyncio.wait_for(call, self.timeout)
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, TimeoutError) as error:
+            # e.g. the next server dropped the session first: nothing is lost here
+            logger.debug("push stream ended with %s", await _describe(call, error))
+            call.cancel()
+
     async def close(self) -> None:
+        await asyncio.gather(*(self.release(owner) for owner in list(self._streams)))
         channels, self._channels = list(self._channels.values()), {}
         await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
+
+
+async def _describe(call: Any, error: BaseException) -> str:
+    """The call's status if it has ended with one, else the error itself."""
+    if isinstance(error, grpc.aio.AioRpcError) or not call.done():
+        return f"{type(error).__name__}: {error}"
+    return f"{(await call.code()).name}: {await call.details()}"

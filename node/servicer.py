@@ -108,6 +108,12 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
         self.sessions.push(messages.decode_push(request, self.limits))
         return messages.push_response()
 
+    @grpc_errors
+    async def PushStream(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        async for request in request_iterator:
+            self.sessions.push(messages.decode_push(request, self.limits))
+        return messages.push_response()
+
 
 def add_to_server(servicer: BlockServicer, server: grpc.aio.Server) -> None:
     block_service_pb2_grpc.add_BlockServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

@@ -59,6 +59,11 @@ class BlockServiceStub:
                 request_serializer=swarm_dot_v1_dot_block__service__pb2.PushRequest.SerializeToString,
                 response_deserializer=swarm_dot_v1_dot_block__service__pb2.PushResponse.FromString,
                 _registered_method=True)
+        self.PushStream = channel.stream_unary(
+                '/swarm.v1.BlockService/PushStream',
+                request_serializer=swarm_dot_v1_dot_block__service__pb2.PushRequest.SerializeToString,
+                response_deserializer=swarm_dot_v1_dot_block__service__pb2.PushResponse.FromString,
+                _registered_method=True)
         self.Probe = channel.unary_unary(
                 '/swarm.v1.BlockService/Probe',
                 request_serializer=swarm_dot_v1_dot_block__service__pb2.ProbeRequest.SerializeToString,
@@ -107,6 +112,16 @@ class BlockServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushStream(self, request_iterator, context):
+        """The same over one long-lived call per pushing session: each message is one Push,
+        with no answer per step (the step's result goes to the session's client). The call
+        ends OK when the sender stops; a push the server cannot take (unknown or closed
+        session, full inbox, malformed step) ends the call with the status Push would give.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Probe(self, request, context):
         """Network probe: the caller times sending `payload` to estimate its bandwidth to
         this server (published as Throughput.network_tokens_per_s).
@@ -140,6 +155,11 @@ def add_BlockServiceServicer_to_server(servicer, server):
             ),
             'Push': grpc.unary_unary_rpc_method_handler(
                     servicer.Push,
+                    request_deserializer=swarm_dot_v1_dot_block__service__pb2.PushRequest.FromString,
+                    response_serializer=swarm_dot_v1_dot_block__service__pb2.PushResponse.SerializeToString,
+            ),
+            'PushStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.PushStream,
                     request_deserializer=swarm_dot_v1_dot_block__service__pb2.PushRequest.FromString,
                     response_serializer=swarm_dot_v1_dot_block__service__pb2.PushResponse.SerializeToString,
             ),
@@ -282,6 +302,33 @@ class BlockService:
             request,
             target,
             '/swarm.v1.BlockService/Push',
+            swarm_dot_v1_dot_block__service__pb2.PushRequest.SerializeToString,
+            swarm_dot_v1_dot_block__service__pb2.PushResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/swarm.v1.BlockService/PushStream',
             swarm_dot_v1_dot_block__service__pb2.PushRequest.SerializeToString,
             swarm_dot_v1_dot_block__service__pb2.PushResponse.FromString,
             options,

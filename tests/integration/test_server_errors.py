@@ -144,6 +144,33 @@ async def test_push_to_unknown_or_closed_session(llama_swarm: RunningSwarm, pool
             assert "unknown or closed" in (info.value.details() or "")
 
 
+async def test_push_stream_feeds_a_session_then_rejects_an_unknown_one(
+    llama_swarm: RunningSwarm, pool: ChannelPool
+) -> None:
+    address = llama_swarm.servers[0].address
+    open_ = _open()
+    stream = await InferenceStream.open(pool, address, open_, 5.0, DEFAULT_LIMITS)
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        stub = block_service_pb2_grpc.BlockServiceStub(channel)
+        call = stub.PushStream()
+        for step_id in range(3):  # several steps over one call, each answered on the session
+            pushed = PushedStep(open_.session_id, _step(start=step_id, step_id=step_id))
+            await call.write(messages.encode_push(pushed))
+            result = await stream.receive(step_id, 5.0)
+            assert result.hidden_states.shape == (1, 1, HIDDEN)
+        await call.done_writing()
+        await call  # ended OK by the sender
+        rejected = stub.PushStream()
+        await rejected.write(messages.encode_push(PushedStep("no-such-session", _step())))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await rejected
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "unknown or closed" in (info.value.details() or "")
+    # the server keeps serving the session that was fed by the stream
+    assert (await stream.step(_step(start=3, step_id=3), 5.0)).shape == (1, 1, HIDDEN)
+    await stream.close(5.0)
+
+
 async def test_idle_session_times_out(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
     stream = await InferenceStream.open(pool, llama_swarm.servers[2].address, _open(BlockRange(4, 6)), 5.0,
                                         DEFAULT_LIMITS)
