@@ -8,6 +8,9 @@ locally with transformers, and times them in rounds, rotating their order:
   of tokens; transformers with a DynamicCache locally) -- the figure with a target --
   through the default chained route (servers push to the next one) and, for
   information, with the client relaying every hop;
+- the same decoding through a pipe floor (`client.bench.pipe_floor`): the same block
+  ranges in worker processes joined by OS pipes, no gRPC -- what any split of the model
+  over processes costs on this machine, i.e. the best a swarm could do here;
 - a batch forward of 1 x 128 tokens through `model.layers` (stateless Forward calls)
   vs. the local model's forward, for information.
 
@@ -61,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=os.environ.get(WORKDIR_ENV) or None,
                         help=f"servers' logs and pids file (default: ${WORKDIR_ENV} or a temp dir)")
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
-                        help="environment variable for the servers only (repeat), e.g. "
+                        help="environment variable for the servers and the floor's workers only (repeat), e.g. "
                              "OMP_NUM_THREADS=1; default: client.local_swarm.SHARED_CPU_ENV")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args(argv)
@@ -125,7 +128,8 @@ def measure(contenders: dict[str, Decoder], forwarders: dict[str, Contender], ar
 
 def report(result: dict[str, Any], args: argparse.Namespace, route: str, prompt_tokens: int) -> str:
     rows: list[Comparison] = result["rows"]
-    overhead = rows[0].median_a - rows[0].median_b
+    swarm, floor = rows[0], rows[2]
+    overhead, split = swarm.median_a - swarm.median_b, floor.median_a - floor.median_b
     lines = [
         f"swarm-llm bench local: {Path(args.model_path).name}, float32, batch 1, greedy, "
         f"{args.tokens} decode steps after a {prompt_tokens}-token chat prompt; {args.rounds} rounds, "
@@ -134,14 +138,18 @@ def report(result: dict[str, Any], args: argparse.Namespace, route: str, prompt_
         f"route {route}",
         f"local: transformers AutoModelForCausalLM + DynamicCache in this process; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-        f"load average {os.getloadavg()[0]:.1f}",
+        f"load average {os.getloadavg()[0]:.1f}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}",
+        f"floor: the same ranges in {len(args.blocks)} worker processes joined by OS pipes, running the "
+        f"servers' step code with no gRPC, asyncio or checks: what splitting the model over processes "
+        f"costs on this machine, whatever the protocol",
         "",
         format_table(rows, "swarm", "local", TARGET_RATIO, rows[0].name),
         "",
         f"same greedy tokens everywhere in every round: {'yes' if result['same_tokens'] else 'NO'}; "
         f"batch-forward logits max |swarm - local| = {result['logits_max_diff']:.2e}",
-        f"per-token overhead of the swarm: {overhead * 1e3:+.1f} ms "
-        f"({overhead * 1e3 / len(args.blocks):+.1f} ms per server)",
+        f"per-token cost over local: swarm {overhead * 1e3:+.1f} ms = the split itself (floor) "
+        f"{split * 1e3:+.1f} ms + the swarm's messaging {(overhead - split) * 1e3:+.1f} ms "
+        f"({(overhead - split) * 1e3 / len(args.blocks):+.1f} ms per server)",
     ]
     return "\n".join(lines)
 
