@@ -36,7 +36,7 @@ _OPTIONS = (
 
 
 class PushClient:
-    """One channel per next-hop address; pushes with a timeout."""
+    """One channel per next-hop address, one push stream per (pushing, pushed) session pair."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from client.transport import CHANNEL_OPTIONS, ChannelPool, InferenceStream, server_info
+from node.push_client import PushClient
 from swarm.codec import messages
 from swarm.codec.tensors import DEFAULT_LIMITS
 from swarm.errors import RemoteError
@@ -252,3 +253,28 @@ async def test_event_loop_keeps_serving_during_long_compute(llama_swarm: Running
     print(f"\nforward took {took:.2f} s; {len(pings)} pings answered meanwhile, slowest {max(pings) * 1000:.1f} ms")
     assert len(pings) >= 2, (took, pings)
     assert max(pings) < took / 3, (took, pings)
+
+
+async def test_push_client_reports_a_rejected_stream(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
+    address = llama_swarm.servers[0].address
+    open_ = _open()
+    stream = await InferenceStream.open(pool, address, open_, 5.0, DEFAULT_LIMITS)
+    pusher = PushClient(5.0)
+    try:
+        for step_id in range(2):
+            assert await pusher.push("owner", address, PushedStep(open_.session_id, _step(start=step_id,
+                                                                                           step_id=step_id)))
+            assert (await stream.receive(step_id, 5.0)).hidden_states.shape == (1, 1, HIDDEN)
+        # the server ends a stream into an unknown session; the pusher sees it at a later write
+        outcomes = []
+        for _ in range(20):
+            outcomes.append(await pusher.push("owner", address, PushedStep("no-such-session", _step())))
+            if not outcomes[-1]:
+                break
+            await asyncio.sleep(0.05)
+        assert outcomes[-1] is False
+        await pusher.release("owner")  # ends the session's healthy stream too, politely
+        assert (await stream.step(_step(start=2, step_id=2), 5.0)).shape == (1, 1, HIDDEN)
+    finally:
+        await pusher.close()
+        await stream.close(5.0)
