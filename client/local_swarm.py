@@ -55,6 +55,12 @@ token: default spinning 0.5-1.9 s, OMP_WAIT_POLICY=PASSIVE 56-73 ms (sleeping th
 slow each server's own compute by ~20%), GOMP_SPINCOUNT=100000 46-67 ms (local run of
 the whole model in one process: 35-45 ms)."""
 
+
+def shared_cpu_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """A child's environment: SHARED_CPU_ENV unless this environment overrides it, then `extra`."""
+    return {**SHARED_CPU_ENV, **os.environ, **extra}
+
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -198,8 +204,7 @@ class LocalSwarm(contextlib.AbstractContextManager["LocalSwarm"]):
 
     def _spawn(self, name: str, args: Sequence[str]) -> NodeProcess:
         log = self.workdir / f"{name}.log"
-        env = {**SHARED_CPU_ENV, **os.environ, "PYTHONUNBUFFERED": "1",
-               "SWARM_LOG_LEVEL": _child_log_level(), **self.config.env}
+        env = shared_cpu_env({"PYTHONUNBUFFERED": "1", "SWARM_LOG_LEVEL": _child_log_level(), **self.config.env})
         with log.open("wb") as handle:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "node.cli", *args], stdout=handle, stderr=subprocess.STDOUT,

@@ -88,9 +88,9 @@ class PushClient:
             await asyncio.wait_for(call.write(messages.encode_push(pushed)), self.timeout)
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, TimeoutError) as error:
             streams.pop(key, None)
-            call.cancel()
             logger.warning("push of step %d to %s (session %s) failed: %s", pushed.step.step_id, address,
                            pushed.session_id, await _describe(call, error))
+            call.cancel()
             return False
         return True
 

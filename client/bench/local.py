@@ -36,7 +36,7 @@ import torch
 from client.bench.stats import Comparison, format_table, per_token, rotating_order
 from client.bench.pipe_floor import PipeFloor
 from client.bench.workloads import Contender, Decoder, LocalReference, SwarmContender
-from client.local_swarm import SHARED_CPU_ENV, LocalSwarm, LocalSwarmConfig, sigterm_as_interrupt
+from client.local_swarm import LocalSwarm, LocalSwarmConfig, shared_cpu_env, sigterm_as_interrupt
 from swarm.records import BlockRange
 
 logger = logging.getLogger(__name__)
@@ -165,11 +165,6 @@ def as_json(result: dict[str, Any], args: argparse.Namespace, route: str) -> str
     })
 
 
-def floor_env(server_env: dict[str, str]) -> dict[str, str]:
-    """What the servers get: the shared-CPU defaults unless this environment sets them."""
-    return {**{k: v for k, v in SHARED_CPU_ENV.items() if k not in os.environ}, **server_env}
-
-
 def run_bench(args: argparse.Namespace, peers: list[str]) -> None:
     from client.config import ClientConfig
     from client.model import AutoDistributedModelForCausalLM
@@ -186,7 +181,7 @@ def run_bench(args: argparse.Namespace, peers: list[str]) -> None:
     vocab = int(local.model.config.vocab_size)
     forward_ids = torch.randint(0, vocab, (1, args.forward_tokens), generator=torch.Generator().manual_seed(0))
     progress(f"starting the pipe floor: {len(args.blocks)} worker processes")
-    floor = PipeFloor(args.model_path, args.blocks, floor_env(args.server_env_map), head=chained.head)
+    floor = PipeFloor(args.model_path, args.blocks, shared_cpu_env(args.server_env_map), head=chained.head)
     try:
         swarm = SwarmContender(chained)
         result = measure({"swarm": swarm, "unchained": SwarmContender(unchained), "floor": floor, "local": local},

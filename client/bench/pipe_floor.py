@@ -16,6 +16,7 @@ stdout: outputs, stderr: logs).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
@@ -62,13 +63,14 @@ class PipeFloor:
 
     def __init__(self, model_path: str, spans: Sequence[BlockRange], env: Mapping[str, str],
                  head: ClientHead | None = None) -> None:
+        """`env`: the workers' whole environment (see client.local_swarm.shared_cpu_env)."""
         self.head = head or load_client_head(model_path, "float32")
         self._workers: list[subprocess.Popen[bytes]] = []
         previous = subprocess.PIPE
         for span in spans:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "client.bench.pipe_floor", str(span), model_path],
-                stdin=previous, stdout=subprocess.PIPE, env={**os.environ, **env},
+                stdin=previous, stdout=subprocess.PIPE, env=dict(env),
             )
             if self._workers:
                 assert self._workers[-1].stdout is not None
@@ -139,16 +141,17 @@ def serve(span: BlockRange, model_path: str, inbound: IO[bytes], outbound: IO[by
 def main(argv: list[str] | None = None) -> int:
     from swarm.logs import setup_logging
 
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print("usage: python -m client.bench.pipe_floor A:B MODEL_DIR", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(prog="python -m client.bench.pipe_floor",
+                                     description="a pipe-floor worker: steps on stdin, outputs on stdout")
+    parser.add_argument("blocks", type=BlockRange.parse, metavar="A:B", help="blocks to run")
+    parser.add_argument("model", help="checkpoint directory")
+    args = parser.parse_args(argv)
     setup_logging()
     # the output pipe carries only frames: anything else printing to stdout goes to stderr
     outbound = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     with contextlib.suppress(BrokenPipeError):
-        serve(BlockRange.parse(args[0]), args[1], sys.stdin.buffer, outbound)
+        serve(args.blocks, args.model, sys.stdin.buffer, outbound)
     return 0
 
 

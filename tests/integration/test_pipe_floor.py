@@ -10,6 +10,7 @@ import torch
 
 from client.bench.pipe_floor import PipeFloor, read_hidden, write_hidden
 from client.bench.workloads import LocalReference
+from client.local_swarm import shared_cpu_env
 from swarm.records import BlockRange
 from tests.integration.slicing_models import save_checkpoint
 
@@ -33,7 +34,8 @@ def test_pipe_chain_decodes_exactly_like_the_local_model(tmp_path: Path) -> None
     path = str(save_checkpoint("llama", tmp_path / "llama", layers=4))
     prompt = torch.randint(0, 100, (1, 7), generator=torch.Generator().manual_seed(1))
     expected = LocalReference(path).decode(prompt, 8)
-    floor = PipeFloor(path, [BlockRange(0, 1), BlockRange(1, 3), BlockRange(3, 4)], {"OMP_NUM_THREADS": "1"})
+    spans = [BlockRange(0, 1), BlockRange(1, 3), BlockRange(3, 4)]
+    floor = PipeFloor(path, spans, shared_cpu_env({"OMP_NUM_THREADS": "1"}))
     try:
         first = floor.decode(prompt, 8)
         again = floor.decode(prompt, 8)  # a new sequence starts a fresh cache in every worker
