@@ -75,7 +75,11 @@ def test_demo_ctrl_c_stops_every_process(tmp_path: Path) -> None:
         if "Swarm ready" in line:
             break
     assert any("Swarm ready" in line for line in seen), "".join(seen)
-    time.sleep(8)  # swarm generate is loading or streaming by now
+    # interrupt as soon as the answer streams: a fixed sleep could outlast a short answer
+    while (char := demo.stdout.read(1)) and char.isspace():
+        seen.append(char)
+    seen.append(char)
+    assert char, "".join(seen)
     os.killpg(demo.pid, signal.SIGINT)
     rest, _ = demo.communicate(timeout=120)
     assert demo.returncode == 130, "".join(seen) + rest
