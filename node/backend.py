@@ -1,44 +1,37 @@
 """Runs the served blocks: the only place where the server does torch work.
 
-Every call goes through one single-thread executor so that the event loop keeps serving
-other sessions' messages and health checks while a step computes, and so that steps from
-many sessions do not fight over the CPU's cores (torch parallelizes inside each op).
+Every call goes through one compute thread (node/scheduler.py) so that the event loop
+keeps serving other sessions' messages and health checks while a step computes, and so
+that steps from many sessions do not fight over the CPU's cores (torch parallelizes inside
+each op). Inference steps go ahead of Forward/Backward passes, which run one block per
+task so that a step never waits for a whole pass.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
-
 import torch
 
 from node.families import BlockStack, SessionCache
+from node.scheduler import Priority, PriorityExecutor, Scheduling
 from node.validation import default_positions
 from swarm.records import BlockRange
-
-T = TypeVar("T")
 
 
 class BlockBackend:
     """Async facade over a `BlockStack`: inference steps, forward and backward passes."""
 
-    def __init__(self, stack: BlockStack) -> None:
+    def __init__(self, stack: BlockStack, scheduling: Scheduling = Scheduling.PRIORITY) -> None:
         self.stack = stack
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="torch")
+        self.scheduling = scheduling
+        self.executor = PriorityExecutor("torch", scheduling)
+        """The compute thread (its queue length is a health figure)."""
 
     @property
     def hidden_size(self) -> int:
         return self.stack.info.hidden_size
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
-
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.executor.shutdown()
 
     def new_cache(self, blocks: BlockRange) -> SessionCache:
         return self.stack.new_cache(blocks)
@@ -56,35 +49,23 @@ class BlockBackend:
         attention_mask: torch.Tensor | None,
     ) -> torch.Tensor:
         """Appends `hidden` at cache position `start` (dropping anything after it)."""
-        return await self._run(run_step, self.stack, cache, blocks, hidden, start, position_ids, attention_mask)
+        return await self.executor.run(Priority.INFERENCE, run_step, self.stack, cache, blocks, hidden, start,
+                                        position_ids, attention_mask)
 
     async def forward(
         self, blocks: BlockRange, hidden: torch.Tensor, attention_mask: torch.Tensor | None
     ) -> torch.Tensor:
-        return await self._run(self._forward, blocks, hidden, attention_mask)
-
-    def _inputs(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        batch, tokens, _ = hidden.shape
-        if attention_mask is None:
-            mask = torch.ones(batch, tokens, dtype=torch.int64)
-        else:
-            mask = attention_mask.to(torch.int64)
-        # as transformers' generate does for left padding: positions count real tokens only
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return mask, positions
-
-    def _forward(
-        self, blocks: BlockRange, hidden: torch.Tensor, attention_mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        mask, positions = self._inputs(hidden, attention_mask)
-        with torch.inference_mode():
-            out = self.stack.forward(
-                hidden.to(self.stack.dtype), blocks=blocks, position_ids=positions,
-                attention_mask=mask, cache=None,
-            )
+        mask, positions = _batch_inputs(hidden, attention_mask)
+        out = hidden.to(self.stack.dtype)
+        for block in self._pieces(blocks):
+            out = await self.executor.run(Priority.BATCH, self._forward_piece, block, out, mask, positions)
         return out.to(hidden.dtype)
+
+    def _forward_piece(
+        self, block: BlockRange, hidden: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.stack.forward(hidden, blocks=block, position_ids=positions, attention_mask=mask, cache=None)
 
     async def backward(
         self,
@@ -93,23 +74,50 @@ class BlockBackend:
         grad_outputs: torch.Tensor,
         attention_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        return await self._run(self._backward, blocks, hidden, grad_outputs, attention_mask)
+        """The gradient of `sum(forward(hidden) * grad_outputs)` with respect to `hidden`.
 
-    def _backward(
-        self,
-        blocks: BlockRange,
-        hidden: torch.Tensor,
-        grad_outputs: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-    ) -> torch.Tensor:
-        mask, positions = self._inputs(hidden, attention_mask)
-        inputs = hidden.detach().to(self.stack.dtype).clone().requires_grad_(True)
-        with torch.enable_grad():
-            out = self.stack.forward(
-                inputs, blocks=blocks, position_ids=positions, attention_mask=mask, cache=None
-            )
-            (grad,) = torch.autograd.grad(out, inputs, grad_outputs.to(out.dtype))
+        Forward piece by piece keeping each piece's graph, then back through the pieces in
+        reverse: the same work as one autograd pass over the range, queued in pieces.
+        """
+        mask, positions = _batch_inputs(hidden, attention_mask)
+        passes: list[tuple[torch.Tensor, torch.Tensor]] = []
+        out = hidden.detach().to(self.stack.dtype)
+        for block in self._pieces(blocks):
+            inputs = out.detach().requires_grad_(True)
+            out = await self.executor.run(Priority.BATCH, self._graph_piece, block, inputs, mask, positions)
+            passes.append((inputs, out))
+        grad = grad_outputs.to(self.stack.dtype)
+        for inputs, out in reversed(passes):
+            grad = await self.executor.run(Priority.BATCH, _input_grad, out, inputs, grad)
         return grad.to(hidden.dtype)
+
+    def _pieces(self, blocks: BlockRange) -> list[BlockRange]:
+        """The ranges a pass is queued in: single blocks, or the whole range for fifo (one task per call)."""
+        if self.scheduling is Scheduling.FIFO:
+            return [blocks]
+        return [BlockRange(index, index + 1) for index in range(blocks.start, blocks.end)]
+
+    def _graph_piece(
+        self, block: BlockRange, inputs: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        with torch.enable_grad():
+            return self.stack.forward(inputs, blocks=block, position_ids=positions, attention_mask=mask, cache=None)
+
+
+def _batch_inputs(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    batch, tokens, _ = hidden.shape
+    if attention_mask is None:
+        mask = torch.ones(batch, tokens, dtype=torch.int64)
+    else:
+        mask = attention_mask.to(torch.int64)
+    # as transformers' generate does for left padding: positions count real tokens only
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return mask, positions
+
+
+def _input_grad(out: torch.Tensor, inputs: torch.Tensor, grad_outputs: torch.Tensor) -> torch.Tensor:
+    (grad,) = torch.autograd.grad(out, inputs, grad_outputs.to(out.dtype))
+    return grad
 
 
 def run_step(

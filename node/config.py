@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from node.scheduler import Scheduling
 from swarm.codec.limits import TensorLimits
 from swarm.records import BlockRange
 
@@ -63,6 +64,8 @@ class ServerConfig:
     """Port of the Prometheus metrics endpoint; None: no endpoint."""
     throughput: float | None = None
     """Override for the measured inference throughput (tokens/s per block)."""
+    scheduling: Scheduling = Scheduling.PRIORITY
+    """Order of the compute thread's queue: inference steps first, or arrival order."""
 
     @property
     def record_ttl(self) -> float:

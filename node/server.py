@@ -175,7 +175,7 @@ class BlockServer:
 
     async def _serve(self, server: grpc.aio.Server, address: str, stack: BlockStack) -> _Serving:
         assert self.state is not None
-        backend = BlockBackend(stack)
+        backend = BlockBackend(stack, self.config.scheduling)
         allocator = CacheAllocator(self.config.cache_tokens)
         sessions = InferenceSessions(backend, allocator, self.state, self.config, self.server_id, self.metrics)
         self.metrics.cache_tokens_free.set_function(lambda: allocator.free)

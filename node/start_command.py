@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 from node.config import ServerConfig
+from node.scheduler import Scheduling
 from swarm.cli import run_event_loop
 from swarm.dht import parse_address
 from swarm.records import BlockRange
@@ -58,6 +59,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--metrics-port", type=int,
                    help="serve Prometheus metrics on this port of --host (default: off)")
     p.add_argument("--identity", type=Path, help="key file of this server's identity (created if missing)")
+    p.add_argument("--scheduling", choices=[s.value for s in Scheduling], default=Scheduling.PRIORITY.value,
+                   help="compute queue order: priority (inference steps before Forward/Backward passes, "
+                        "which run a block at a time; default) or fifo (arrival order, a whole pass at once; "
+                        "for comparison)")
     p.set_defaults(run=run)
 
 
@@ -88,6 +93,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         balance_period=args.balance_period,
         balance_quality=args.balance_quality,
         metrics_port=args.metrics_port,
+        scheduling=Scheduling(args.scheduling),
     )
 
 

@@ -1,0 +1,92 @@
+"""The node's compute queue with real blocks: passes in pieces, inference steps first.
+
+Forward and Backward passes run one block per task under the default scheduling; their
+results must equal one pass over the whole range (the fifo scheduling, one task per call,
+is the node's former behaviour and the reference). An inference step that arrives while
+a pass is queued runs before the pass's next piece.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from node.backend import BlockBackend
+from node.families import load_block_stack
+from node.scheduler import Priority, Scheduling
+from swarm.records import BlockRange
+from tests.integration.slicing_models import FAMILY_NAMES, save_checkpoint
+
+BLOCKS = BlockRange(0, 6)
+
+
+@pytest.fixture(scope="module", params=FAMILY_NAMES)
+def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    family = request.param
+    return save_checkpoint(family, tmp_path_factory.mktemp(family) / f"tiny-{family}", layers=BLOCKS.end)
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_checkpoint("llama", tmp_path_factory.mktemp("llama") / "tiny-llama", layers=BLOCKS.end)
+
+
+def _backends(checkpoint: Path) -> tuple[BlockBackend, BlockBackend]:
+    stack = load_block_stack(checkpoint, BLOCKS, "float32")
+    return BlockBackend(stack, Scheduling.PRIORITY), BlockBackend(stack, Scheduling.FIFO)
+
+
+def test_passes_in_pieces_equal_one_pass(checkpoint: Path) -> None:
+    pieces, whole = _backends(checkpoint)
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 5, pieces.hidden_size)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])  # left padding in the first row
+    grad_outputs = torch.randn_like(hidden)
+
+    async def both(backend: BlockBackend) -> tuple[torch.Tensor, torch.Tensor]:
+        return (await backend.forward(BLOCKS, hidden, mask),
+                await backend.backward(BLOCKS, hidden, grad_outputs, mask))
+
+    try:
+        (out, grad), (ref_out, ref_grad) = asyncio.run(both(pieces)), asyncio.run(both(whole))
+    finally:
+        pieces.close()
+        whole.close()
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-6)
+    assert grad.abs().sum() > 0
+
+
+async def _finishing_order(backend: BlockBackend) -> list[str]:
+    """Queues a Forward pass and then an inference step behind a busy worker; returns which finished first."""
+    gate, started = threading.Event(), threading.Event()
+    busy = backend.executor.submit(Priority.BATCH, lambda: (started.set(), gate.wait(10)))
+    assert started.wait(10)
+    finished: list[str] = []
+    hidden = torch.randn(4, 16, backend.hidden_size)
+    passing = asyncio.create_task(backend.forward(BLOCKS, hidden, None))
+    passing.add_done_callback(lambda _: finished.append("forward"))
+    await asyncio.sleep(0.05)  # the pass's first piece is queued
+    cache = backend.new_cache(BLOCKS)
+    stepping = asyncio.create_task(backend.step(cache, BLOCKS, torch.randn(1, 3, backend.hidden_size), 0, None, None))
+    stepping.add_done_callback(lambda _: finished.append("step"))
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(passing, stepping)
+    busy.result(10)
+    return finished
+
+
+def test_an_inference_step_goes_ahead_of_a_queued_pass(llama: Path) -> None:
+    pieces, whole = _backends(llama)
+    try:
+        assert asyncio.run(_finishing_order(pieces)) == ["step", "forward"]
+        # the single queue makes the step wait for the whole pass
+        assert asyncio.run(_finishing_order(whole)) == ["forward", "step"]
+    finally:
+        pieces.close()
+        whole.close()
