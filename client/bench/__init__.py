@@ -6,7 +6,8 @@ Benchmarks print ratios measured in one run, alternating the things they compare
 they are not timed tests.
 
     local   the default model through a 3-server loopback swarm vs. one local process
-    wan     (added separately) the same over simulated wide-area links
+    wan     the same over simulated wide-area links
+    mixed   decoding next to a training client on one server: priority vs. fifo queue
 
 To add one: write `client/bench/<name>.py` with `main(argv)` and list it below.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 SUBCOMMANDS: dict[str, str] = {
     "local": "per-token and batch-forward latency: loopback swarm vs. local transformers",
     "wan": "latency over simulated wide-area links",
+    "mixed": "decoding next to a training client: priority scheduling vs. one fifo queue",
 }
 """Subcommand name -> one-line description; the module is client.bench.<name>."""
 

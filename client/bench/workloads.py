@@ -16,6 +16,7 @@ generates the same number of tokens.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -91,7 +92,8 @@ class SwarmContender:
         self.model = model
         self.route = ""
 
-    def decode(self, prompt_ids: torch.Tensor, steps: int) -> DecodeRun:
+    def decode(self, prompt_ids: torch.Tensor, steps: int, until: threading.Event | None = None) -> DecodeRun:
+        """Greedy decoding of up to `steps` tokens; stops early (after one step at least) once `until` is set."""
         head, length = self.model.head, prompt_ids.shape[1]
         times: list[float] = []
         with self.model.inference_session(max_length=length + steps + 1) as session, torch.inference_mode():
@@ -104,6 +106,8 @@ class SwarmContender:
             prefill = time.perf_counter() - began
             tokens = [int(token)]
             for _ in range(steps):
+                if until is not None and until.is_set() and times:
+                    break
                 began = time.perf_counter()
                 positions = positions[:, -1:] + 1
                 mask = torch.cat([mask, torch.ones(1, 1, dtype=mask.dtype)], dim=1)

@@ -1,0 +1,273 @@
+"""`scripts/bench mixed`: a generating client next to a training client on the same server.
+
+A swarm serves people chatting (inference steps: short, someone waits for every token)
+and people fine-tuning (Forward/Backward passes over whole batches: long). This bench
+starts two loopback swarms of the same model, each a DHT node and one server of all the
+blocks, that differ only in the server's `--scheduling`:
+
+- priority (the default): inference steps run before queued batch work, and a pass is
+  queued one block at a time, so a step waits at most for one block of someone's pass;
+- fifo: one queue in arrival order, a whole pass per task (the plain single queue).
+
+In rounds, alternating which swarm goes first, it times on each swarm:
+
+- greedy decoding alone (per-token latency, batch 1);
+- the same decoding while a training client runs `--train-passes` forward + backward
+  passes of a `--train-batch` x `--train-tokens` batch through `model.layers` (the Forward
+  and Backward RPCs); decoding runs for as long as the training does, so both figures are
+  taken under contention: per-token latency and seconds per training pass.
+
+It prints medians over rounds, priority/fifo ratios and each swarm's slowdown of decoding
+under training load, and checks that all decoding produced the same greedy tokens.
+Progress goes to stderr, the report to stdout (--json: one JSON object).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from client.bench.local import WORKDIR_ENV, chat_ids, progress
+from client.bench.stats import Comparison, format_table, per_token, rotating_order
+from client.bench.workloads import SwarmContender
+from client.local_swarm import LocalSwarm, LocalSwarmConfig, LocalSwarmError, sigterm_as_interrupt
+from client.model import DistributedModelForCausalLM
+from swarm.records import BlockRange
+
+logger = logging.getLogger(__name__)
+
+SCHEDULINGS = ("priority", "fifo")
+DEFAULT_PROMPT = "Tell me about the history of Paris."
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="scripts/bench mixed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default", help="checkpoint directory (default: SmolLM2)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, order alternating (default 3)")
+    parser.add_argument("--tokens", type=int, default=24, help="tokens decoded alone per round (default 24)")
+    parser.add_argument("--train-batch", type=int, default=1, help="training batch rows (default 1)")
+    parser.add_argument("--train-tokens", type=int, default=128, help="training sequence length (default 128)")
+    parser.add_argument("--train-passes", type=int, default=2,
+                        help="forward + backward passes per round under load (default 2)")
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="user message, chat template applied")
+    parser.add_argument("--workdir", type=Path, default=os.environ.get(WORKDIR_ENV) or None,
+                        help=f"servers' logs and pids files (default: ${WORKDIR_ENV} or a temp dir)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    for name in ("rounds", "tokens", "train_batch", "train_tokens", "train_passes"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+class Trainer:
+    """A training client's loop on a background thread: forward + backward passes through the servers."""
+
+    def __init__(self, model: DistributedModelForCausalLM, input_ids: torch.Tensor, passes: int) -> None:
+        self.model, self.input_ids, self.passes = model, input_ids, passes
+        self.done = threading.Event()
+        self.seconds = 0.0
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._train, name="bench-trainer", daemon=True)
+
+    def one_pass(self) -> None:
+        hidden = self.model.head.embed(self.input_ids).detach().requires_grad_(True)
+        self.model.layers(hidden).pow(2).mean().backward()
+        if hidden.grad is None or not torch.isfinite(hidden.grad).all():
+            raise RuntimeError("the training pass produced no finite gradient")
+
+    def _train(self) -> None:
+        began = time.perf_counter()
+        try:
+            for _ in range(self.passes):
+                self.one_pass()
+        except BaseException as error:  # reported by the caller's thread
+            self.error = error
+        finally:
+            self.seconds = time.perf_counter() - began
+            self.done.set()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Trainer]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._thread.join()
+        if self.error is not None:
+            raise RuntimeError(f"the training client failed: {self.error}") from self.error
+
+
+@dataclass
+class Figures:
+    """One swarm's measurements, one entry per round."""
+
+    alone: list[float]
+    """Seconds per decoded token, nothing else running."""
+    loaded: list[float]
+    """Seconds per decoded token while the training client runs."""
+    train_pass: list[float]
+    """Seconds per training pass while decoding runs."""
+    loaded_tokens: list[int]
+    """Tokens decoded under load (the sample behind `loaded`)."""
+
+
+@dataclass
+class Clients:
+    """A decoding and a training client of one swarm."""
+
+    decoder: SwarmContender
+    trainer_model: DistributedModelForCausalLM
+
+    def close(self) -> None:
+        self.decoder.model.close()
+        self.trainer_model.close()
+
+
+def measure(clients: dict[str, Clients], args: argparse.Namespace, prompt_ids: torch.Tensor,
+            train_ids: torch.Tensor) -> tuple[dict[str, Figures], bool]:
+    """Warm-up, then rounds in alternating order; returns the figures and whether all tokens agree."""
+    progress("warming up")
+    for client in clients.values():
+        client.decoder.decode(prompt_ids, 4)
+        Trainer(client.trainer_model, train_ids, 1).one_pass()
+    figures = {name: Figures([], [], [], []) for name in clients}
+    runs: list[tuple[int, ...]] = []
+    # the loaded runs stop early: they may decode more than `tokens` before the training ends
+    cap = args.tokens + 4096
+    for number, order in enumerate(rotating_order(args.rounds, list(clients)), 1):
+        for name in order:
+            decoder, fig = clients[name].decoder, figures[name]
+            alone = decoder.decode(prompt_ids, args.tokens)
+            fig.alone.append(per_token(alone.step_seconds, len(alone.step_seconds)))
+            trainer = Trainer(clients[name].trainer_model, train_ids, args.train_passes)
+            with trainer.running():
+                loaded = decoder.decode(prompt_ids, cap, until=trainer.done)
+            fig.loaded.append(per_token(loaded.step_seconds, len(loaded.step_seconds)))
+            fig.loaded_tokens.append(len(loaded.step_seconds))
+            fig.train_pass.append(trainer.seconds / args.train_passes)
+            runs += [alone.tokens, loaded.tokens]
+        progress(f"round {number}/{args.rounds}: " + "; ".join(
+            f"{name}: {figures[name].alone[-1] * 1e3:.0f} ms/token alone, {figures[name].loaded[-1] * 1e3:.0f} "
+            f"next to training ({figures[name].loaded_tokens[-1]} tokens), training pass "
+            f"{figures[name].train_pass[-1]:.2f} s" for name in clients))
+    return figures, _same_greedy_tokens(runs)
+
+
+def _same_greedy_tokens(runs: list[tuple[int, ...]]) -> bool:
+    """Runs of different lengths from one prompt agree on their common prefix."""
+    return all(run[:len(other)] == other[:len(run)] for run in runs for other in runs)
+
+
+def comparisons(figures: dict[str, Figures]) -> list[Comparison]:
+    priority, fifo = figures["priority"], figures["fifo"]
+    return [
+        Comparison("decode alone", tuple(priority.alone), tuple(fifo.alone)),
+        Comparison("decode next to training", tuple(priority.loaded), tuple(fifo.loaded)),
+        Comparison("training pass (fwd + bwd)", tuple(priority.train_pass), tuple(fifo.train_pass)),
+    ]
+
+
+def report(figures: dict[str, Figures], same: bool, args: argparse.Namespace, blocks: BlockRange) -> str:
+    rows = comparisons(figures)
+    slowdowns = ", ".join(
+        f"{name} {Comparison(name, tuple(f.loaded), tuple(f.alone)).paired_ratio:.1f}x "
+        f"({sum(f.loaded_tokens)} tokens under load in all)" for name, f in figures.items())
+    lines = [
+        f"swarm-llm bench mixed: {Path(args.model_path).name}, float32; one server of blocks {blocks} per swarm "
+        f"on 127.0.0.1; {args.rounds} rounds, order alternating; medians over rounds",
+        f"decoding: greedy, batch 1, {args.tokens} tokens alone; next to training: for as long as the training "
+        f"client's {args.train_passes} forward + backward passes of {args.train_batch}x{args.train_tokens} tokens "
+        f"take",
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}",
+        "",
+        format_table(rows, "priority", "fifo"),
+        "",
+        f"decoding slowed by training (paired, loaded / alone): {slowdowns}",
+        f"same greedy tokens in every decoding run: {'yes' if same else 'NO'}",
+    ]
+    return "\n".join(lines)
+
+
+def as_json(figures: dict[str, Figures], same: bool, args: argparse.Namespace) -> str:
+    return json.dumps({
+        "model": Path(args.model_path).name, "rounds": args.rounds, "tokens": args.tokens,
+        "train_batch": args.train_batch, "train_tokens": args.train_tokens, "train_passes": args.train_passes,
+        "same_tokens": same, "load_average": os.getloadavg()[0],
+        "figures": {name: asdict(f) for name, f in figures.items()},
+        "rows": [{"name": r.name, "median_priority_s": r.median_a, "median_fifo_s": r.median_b,
+                  "ratio": r.ratio, "paired_ratio": r.paired_ratio} for r in comparisons(figures)],
+    })
+
+
+def run_bench(args: argparse.Namespace, swarms: dict[str, LocalSwarm], blocks: BlockRange) -> None:
+    from client.model import AutoDistributedModelForCausalLM
+
+    prompt_ids = chat_ids(args.model_path, args.prompt)
+    clients: dict[str, Clients] = {}
+    try:
+        for name, swarm in swarms.items():
+            peers = swarm.initial_peers
+            clients[name] = Clients(SwarmContender(AutoDistributedModelForCausalLM.from_pretrained(
+                args.model_path, peers)), AutoDistributedModelForCausalLM.from_pretrained(args.model_path, peers))
+        vocab = clients["priority"].decoder.model.head.info.vocab_size
+        train_ids = torch.randint(0, vocab, (args.train_batch, args.train_tokens),
+                                  generator=torch.Generator().manual_seed(0))
+        figures, same = measure(clients, args, prompt_ids, train_ids)
+    finally:
+        for client in clients.values():
+            client.close()
+    print(as_json(figures, same, args) if args.json else report(figures, same, args, blocks))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from swarm.default_model import resolve_model
+    from swarm.logs import setup_logging
+    from transformers import AutoConfig
+
+    args = parse_args(argv)
+    setup_logging()
+    if "SWARM_LOG_LEVEL" not in os.environ:
+        logging.getLogger().setLevel(logging.WARNING)
+    began = time.monotonic()
+    args.model_path = resolve_model(args.model)
+    blocks = BlockRange(0, int(AutoConfig.from_pretrained(args.model_path).num_hidden_layers))
+    try:
+        with sigterm_as_interrupt(), contextlib.ExitStack() as stack:
+            workdir = args.workdir or Path(stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="swarm-bench-mixed-")))
+            swarms: dict[str, LocalSwarm] = {}
+            for name in SCHEDULINGS:
+                progress(f"starting a DHT node and a {name} server of blocks {blocks} on 127.0.0.1")
+                config = LocalSwarmConfig(args.model_path, (blocks,), workdir=workdir / name,
+                                          server_args=("--drain-grace", "5", "--scheduling", name))
+                swarms[name] = stack.enter_context(LocalSwarm(config))
+            progress(f"swarms ready (logs in {workdir})")
+            run_bench(args, swarms, blocks)
+    except KeyboardInterrupt:
+        progress("interrupted; every process the bench started is stopped")
+        return 130
+    except LocalSwarmError as error:
+        progress(f"failed: {error}")
+        return 1
+    progress(f"done in {time.monotonic() - began:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
