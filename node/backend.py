@@ -4,7 +4,7 @@ Every call goes through one compute thread (node/scheduler.py) so that the event
 keeps serving other sessions' messages and health checks while a step computes, and so
 that steps from many sessions do not fight over the CPU's cores (torch parallelizes inside
 each op). Inference steps go ahead of Forward/Backward passes, which run one block per
-task so that a step never waits for a whole pass.
+task so that a step never waits for a whole pass; batch work keeps a share of the thread.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from node.families import BlockStack, SessionCache
-from node.scheduler import Priority, PriorityExecutor, Scheduling
+from node.scheduler import DEFAULT_BATCH_SHARE, Priority, PriorityExecutor, Scheduling
 from node.validation import default_positions
 from swarm.records import BlockRange
 
@@ -20,10 +20,11 @@ from swarm.records import BlockRange
 class BlockBackend:
     """Async facade over a `BlockStack`: inference steps, forward and backward passes."""
 
-    def __init__(self, stack: BlockStack, scheduling: Scheduling = Scheduling.PRIORITY) -> None:
+    def __init__(self, stack: BlockStack, scheduling: Scheduling = Scheduling.PRIORITY,
+                 batch_share: float = DEFAULT_BATCH_SHARE) -> None:
         self.stack = stack
         self.scheduling = scheduling
-        self.executor = PriorityExecutor("torch", scheduling)
+        self.executor = PriorityExecutor("torch", scheduling, batch_share)
         """The compute thread (its queue length is a health figure)."""
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.scheduler import Scheduling
+from node.scheduler import DEFAULT_BATCH_SHARE, Scheduling
 from swarm.codec.limits import TensorLimits
 from swarm.records import BlockRange
 
@@ -66,6 +66,8 @@ class ServerConfig:
     """Override for the measured inference throughput (tokens/s per block)."""
     scheduling: Scheduling = Scheduling.PRIORITY
     """Order of the compute thread's queue: inference steps first, or arrival order."""
+    batch_share: float = DEFAULT_BATCH_SHARE
+    """Least share of a busy compute thread that Forward/Backward work gets (priority scheduling)."""
 
     @property
     def record_ttl(self) -> float:

@@ -1,31 +1,35 @@
-"""The node's compute thread: one worker, inference steps ahead of batch work.
+"""The node's compute thread: one worker, inference steps ahead of batch work, no starvation.
 
 All torch work of a node runs on one thread (see node/backend.py). Inference steps are
 short and latency-bound: someone is waiting for each token. Forward and Backward calls
 of training clients are long and throughput-bound. With one first-in-first-out queue a
-generating client would wait behind a whole training pass for every token; here batch
-passes are queued a piece (one block) at a time, and a queued inference step always runs
-before queued batch pieces, so a step waits at most for the piece that is running.
-Within one priority, tasks run in the order they came.
+generating client waits behind a whole training pass for every token. Here batch passes
+are queued a piece (one block) at a time and the two kinds of work share the thread by
+`FairShare`: a step waits at most for the piece that is running, and batch work still
+gets at least its share of the thread's time when inference steps keep it busy. Within
+one kind, tasks run in the order they came.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import enum
 import functools
-import heapq
-import itertools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+DEFAULT_BATCH_SHARE = 0.2
+"""Batch work's least share of a busy compute thread: inference steps slow by at most 1/(1 - 0.2) = 1.25x."""
+
 
 class Priority(enum.IntEnum):
-    """Lower runs first."""
+    """The kinds of work; on a tie the lower value runs first."""
 
     INFERENCE = 0
     BATCH = 1
@@ -33,22 +37,65 @@ class Priority(enum.IntEnum):
 
 class Scheduling(enum.Enum):
     PRIORITY = "priority"
-    """Inference steps first (the default)."""
+    """Inference steps first, batch work in pieces with its least share (the default)."""
     FIFO = "fifo"
     """Arrival order, a whole Forward/Backward pass as one task: the plain single queue,
     kept for comparison (`scripts/bench mixed`)."""
 
 
-_Entry = tuple[int, int, concurrent.futures.Future[Any], Callable[[], Any]]
+class FairShare:
+    """Which kind of work runs next: weighted fair sharing of one thread by measured time.
+
+    Each kind has a virtual clock that advances by its tasks' run time divided by its
+    weight; the waiting kind with the earliest clock runs next. A kind that had nothing
+    waiting catches up to the others' clocks when work arrives, so idling earns no credit.
+    With batch share s, while both kinds keep work waiting, batch work gets s of the time
+    and inference 1 - s; s = 0 is strict priority (batch work only runs when no step waits).
+    Pure bookkeeping: the caller measures and reports run times.
+    """
+
+    def __init__(self, batch_share: float = DEFAULT_BATCH_SHARE) -> None:
+        if not 0.0 <= batch_share < 1.0:
+            raise ValueError(f"batch share must be in [0, 1), got {batch_share}")
+        self.weights = {Priority.INFERENCE: 1.0 - batch_share, Priority.BATCH: batch_share}
+        self.clocks = {kind: 0.0 for kind in Priority}
+        self._floor = 0.0
+        """The clock of the kind picked last: where a kind that wakes up starts."""
+
+    def wake(self, kind: Priority) -> None:
+        """`kind` had nothing waiting or running and now has work."""
+        self.clocks[kind] = max(self.clocks[kind], self._floor)
+
+    def pick(self, waiting: set[Priority]) -> Priority:
+        if not waiting:
+            raise ValueError("nothing waits")
+        strict = [kind for kind in waiting if self.weights[kind] == 0.0]
+        if strict and len(strict) < len(waiting):  # a zero share runs only when nothing else waits
+            waiting = waiting - set(strict)
+        kind = min(waiting, key=lambda k: (self.clocks[k], k))
+        self._floor = max(self._floor, self.clocks[kind])
+        return kind
+
+    def charge(self, kind: Priority, seconds: float) -> None:
+        weight = self.weights[kind]
+        if weight > 0.0:
+            self.clocks[kind] += seconds / weight
+
+
+_Task = tuple[concurrent.futures.Future[Any], Callable[[], Any]]
 
 
 class PriorityExecutor:
-    """A single worker thread that runs submitted callables by (priority, arrival)."""
+    """A single worker thread that runs submitted callables: by `FairShare` between kinds, FIFO within."""
 
-    def __init__(self, name: str = "torch", scheduling: Scheduling = Scheduling.PRIORITY) -> None:
+    def __init__(self, name: str = "torch", scheduling: Scheduling = Scheduling.PRIORITY,
+                 batch_share: float = DEFAULT_BATCH_SHARE,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.scheduling = scheduling
-        self._queue: list[_Entry] = []
-        self._arrivals = itertools.count()
+        self.share = FairShare(batch_share)
+        self._clock = clock
+        self._queues: dict[Priority, collections.deque[_Task]] = {kind: collections.deque() for kind in Priority}
+        self._running: Priority | None = None
         self._wakeup = threading.Condition()
         self._closed = False
         # daemon: a node that is shutting down must not wait for a long pass to finish
@@ -57,12 +104,13 @@ class PriorityExecutor:
 
     def submit(self, priority: Priority, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        rank = int(priority) if self.scheduling is Scheduling.PRIORITY else 0
+        kind = priority if self.scheduling is Scheduling.PRIORITY else Priority.INFERENCE  # fifo: one queue
         with self._wakeup:
             if self._closed:
                 raise RuntimeError("the compute thread is shut down")
-            entry: _Entry = (rank, next(self._arrivals), future, functools.partial(fn, *args))
-            heapq.heappush(self._queue, entry)
+            if not self._queues[kind] and self._running is not kind:
+                self.share.wake(kind)
+            self._queues[kind].append((future, functools.partial(fn, *args)))
             self._wakeup.notify()
         return future
 
@@ -74,30 +122,45 @@ class PriorityExecutor:
     def queued(self) -> int:
         """Tasks waiting (not counting the one running)."""
         with self._wakeup:
-            return len(self._queue)
+            return sum(len(queue) for queue in self._queues.values())
 
     def shutdown(self) -> None:
         """Cancels every queued task; the running one finishes on its own."""
         with self._wakeup:
             self._closed = True
-            dropped, self._queue = self._queue, []
+            dropped = [task for queue in self._queues.values() for task in queue]
+            for queue in self._queues.values():
+                queue.clear()
             self._wakeup.notify()
-        for _, _, future, _ in dropped:
+        for future, _ in dropped:
             future.cancel()
 
+    def _next(self) -> tuple[Priority, _Task] | None:
+        with self._wakeup:
+            while True:
+                waiting = {kind for kind, queue in self._queues.items() if queue}
+                if waiting:
+                    kind = self.share.pick(waiting)
+                    self._running = kind
+                    return kind, self._queues[kind].popleft()
+                if self._closed:
+                    return None
+                self._wakeup.wait()
+
     def _work(self) -> None:
-        while True:
-            with self._wakeup:
-                while not self._queue and not self._closed:
-                    self._wakeup.wait()
-                if not self._queue:
-                    return
-                _, _, future, call = heapq.heappop(self._queue)
-            if not future.set_running_or_notify_cancel():
-                continue  # its caller gave up while it waited
-            try:
-                result = call()
-            except BaseException as error:  # handed to the caller, who decides
-                future.set_exception(error)
+        while (picked := self._next()) is not None:
+            kind, (future, call) = picked
+            if future.set_running_or_notify_cancel():  # else its caller gave up while it waited
+                began = self._clock()
+                try:
+                    result = call()
+                except BaseException as error:  # handed to the caller, who decides
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
+                seconds = self._clock() - began
             else:
-                future.set_result(result)
+                seconds = 0.0
+            with self._wakeup:
+                self.share.charge(kind, seconds)
+                self._running = None

@@ -33,6 +33,7 @@ from node.next_hops import NextHopProber
 from node.memory import auto_num_blocks
 from node.placement import ServerSpan, choose_blocks, placement_throughput
 from node.rebalancer import Rebalancer
+from node.scheduler import Scheduling
 from node.servicer import BlockServicer, add_to_server
 from node.state import ServingState
 from node.swarm_view import read_spans
@@ -104,6 +105,9 @@ class BlockServer:
             await announcer.announce_now()
             logger.info("serving blocks %s of %s at %s (server %s)", blocks, self.config.model_name,
                         self.serving.address, self.server_id[:8])
+            logger.info("compute queue: %s scheduling%s", self.config.scheduling.value,
+                        f", batch share {self.config.batch_share:g}"
+                        if self.config.scheduling is Scheduling.PRIORITY else "")
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(announcer.run(stop))
                 if self.config.metrics_port is not None:
@@ -175,7 +179,7 @@ class BlockServer:
 
     async def _serve(self, server: grpc.aio.Server, address: str, stack: BlockStack) -> _Serving:
         assert self.state is not None
-        backend = BlockBackend(stack, self.config.scheduling)
+        backend = BlockBackend(stack, self.config.scheduling, self.config.batch_share)
         allocator = CacheAllocator(self.config.cache_tokens)
         sessions = InferenceSessions(backend, allocator, self.state, self.config, self.server_id, self.metrics)
         self.metrics.cache_tokens_free.set_function(lambda: allocator.free)

@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 from node.config import ServerConfig
-from node.scheduler import Scheduling
+from node.scheduler import DEFAULT_BATCH_SHARE, Scheduling
 from swarm.cli import run_event_loop
 from swarm.dht import parse_address
 from swarm.records import BlockRange
@@ -63,6 +63,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="compute queue order: priority (inference steps before Forward/Backward passes, "
                         "which run a block at a time; default) or fifo (arrival order, a whole pass at once; "
                         "for comparison)")
+    p.add_argument("--batch-share", type=_batch_share, default=DEFAULT_BATCH_SHARE, metavar="S",
+                   help="least share of a busy compute thread for Forward/Backward work under priority "
+                        f"scheduling, 0 <= S < 1 (default {DEFAULT_BATCH_SHARE}; 0: only when no step waits)")
     p.set_defaults(run=run)
 
 
@@ -94,7 +97,15 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         balance_quality=args.balance_quality,
         metrics_port=args.metrics_port,
         scheduling=Scheduling(args.scheduling),
+        batch_share=args.batch_share,
     )
+
+
+def _batch_share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"--batch-share must be in [0, 1), got {text}")
+    return value
 
 
 def _num_blocks(text: str) -> int | None:

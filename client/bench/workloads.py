@@ -92,8 +92,13 @@ class SwarmContender:
         self.model = model
         self.route = ""
 
-    def decode(self, prompt_ids: torch.Tensor, steps: int, until: threading.Event | None = None) -> DecodeRun:
-        """Greedy decoding of up to `steps` tokens; stops early (after one step at least) once `until` is set."""
+    def decode(self, prompt_ids: torch.Tensor, steps: int, until: threading.Event | None = None,
+               after_prefill: threading.Barrier | None = None) -> DecodeRun:
+        """Greedy decoding of up to `steps` tokens.
+
+        Stops early (after one step at least) once `until` is set; waits at `after_prefill`
+        (clients decoding together start stepping together, not during each other's prefill).
+        """
         head, length = self.model.head, prompt_ids.shape[1]
         times: list[float] = []
         with self.model.inference_session(max_length=length + steps + 1) as session, torch.inference_mode():
@@ -105,6 +110,8 @@ class SwarmContender:
             token = head.logits(hidden[:, -1]).argmax(-1, keepdim=True)
             prefill = time.perf_counter() - began
             tokens = [int(token)]
+            if after_prefill is not None:
+                after_prefill.wait()
             for _ in range(steps):
                 if until is not None and until.is_set() and times:
                     break

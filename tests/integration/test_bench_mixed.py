@@ -1,0 +1,58 @@
+"""`scripts/bench mixed` end to end: three one-server swarms of the default model, decoding next to training."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from client.local_swarm import PIDS_FILENAME
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_bench_mixed_reports_every_swarm_and_stops_its_processes(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "client.bench", "mixed", "--rounds", "1", "--decoders", "2", "--tokens", "4",
+         "--train-passes", "1", "--train-tokens", "16", "--max-loaded-tokens", "30", "--json",
+         "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=500, cwd=REPO, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["same_tokens"] is True  # greedy decoding agrees whatever the queue order
+    assert set(report["figures"]) == {"priority", "strict", "fifo"}
+    for figures in report["figures"].values():
+        assert all(len(values) == 1 for values in figures.values())
+        assert figures["alone"][0] > 0 and figures["loaded"][0] > 0 and figures["train_pass"][0] > 0
+        assert 2 <= figures["loaded_tokens"][0] <= 2 * 30  # both clients decoded while training ran
+    for other in ("fifo", "strict"):
+        rows = report["rows"][other]
+        assert [row["name"] for row in rows] == ["decode alone", "decode next to training",
+                                                 "training pass (fwd + bwd)"]
+        assert all(row["ratio"] == pytest.approx(row["median_priority_s"] / row[f"median_{other}_s"])
+                   for row in rows)
+    # each swarm ran in its own subdirectory: a DHT node and a server with the scheduling asked for
+    expected = {"priority": "priority scheduling, batch share 0.2", "strict": "priority scheduling, batch share 0",
+                "fifo": "fifo scheduling"}
+    for name, queue in expected.items():
+        (log,) = (tmp_path / name).glob("server-*.log")
+        assert f"compute queue: {queue}\n" in log.read_text(), name
+    pids = [int(line.split()[0]) for f in tmp_path.glob(f"*/{PIDS_FILENAME}") for line in f.read_text().splitlines()]
+    assert len(pids) == 6
+    deadline = time.monotonic() + 10
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if _running(p)]
