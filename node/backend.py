@@ -56,17 +56,13 @@ class BlockBackend:
     async def forward(
         self, blocks: BlockRange, hidden: torch.Tensor, attention_mask: torch.Tensor | None
     ) -> torch.Tensor:
+        stack = self.stack  # every piece on the same blocks even if a rebalancing move swaps them meanwhile
         mask, positions = _batch_inputs(hidden, attention_mask)
-        out = hidden.to(self.stack.dtype)
-        for block in self._pieces(blocks):
-            out = await self.executor.run(Priority.BATCH, self._forward_piece, block, out, mask, positions)
+        out = hidden.to(stack.dtype)
+        with self.executor.active(Priority.BATCH):
+            for block in self._pieces(blocks):
+                out = await self.executor.run(Priority.BATCH, _forward_piece, stack, block, out, mask, positions)
         return out.to(hidden.dtype)
-
-    def _forward_piece(
-        self, block: BlockRange, hidden: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor
-    ) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.stack.forward(hidden, blocks=block, position_ids=positions, attention_mask=mask, cache=None)
 
     async def backward(
         self,
@@ -80,16 +76,18 @@ class BlockBackend:
         Forward piece by piece keeping each piece's graph, then back through the pieces in
         reverse: the same work as one autograd pass over the range, queued in pieces.
         """
+        stack = self.stack
         mask, positions = _batch_inputs(hidden, attention_mask)
         passes: list[tuple[torch.Tensor, torch.Tensor]] = []
-        out = hidden.detach().to(self.stack.dtype)
-        for block in self._pieces(blocks):
-            inputs = out.detach().requires_grad_(True)
-            out = await self.executor.run(Priority.BATCH, self._graph_piece, block, inputs, mask, positions)
-            passes.append((inputs, out))
-        grad = grad_outputs.to(self.stack.dtype)
-        for inputs, out in reversed(passes):
-            grad = await self.executor.run(Priority.BATCH, _input_grad, out, inputs, grad)
+        out = hidden.detach().to(stack.dtype)
+        grad = grad_outputs.to(stack.dtype)
+        with self.executor.active(Priority.BATCH):
+            for block in self._pieces(blocks):
+                inputs = out.detach().requires_grad_(True)
+                out = await self.executor.run(Priority.BATCH, _graph_piece, stack, block, inputs, mask, positions)
+                passes.append((inputs, out))
+            for inputs, out in reversed(passes):
+                grad = await self.executor.run(Priority.BATCH, _input_grad, out, inputs, grad)
         return grad.to(hidden.dtype)
 
     def _pieces(self, blocks: BlockRange) -> list[BlockRange]:
@@ -98,11 +96,18 @@ class BlockBackend:
             return [blocks]
         return [BlockRange(index, index + 1) for index in range(blocks.start, blocks.end)]
 
-    def _graph_piece(
-        self, block: BlockRange, inputs: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor
-    ) -> torch.Tensor:
-        with torch.enable_grad():
-            return self.stack.forward(inputs, blocks=block, position_ids=positions, attention_mask=mask, cache=None)
+
+def _forward_piece(stack: BlockStack, block: BlockRange, hidden: torch.Tensor, mask: torch.Tensor,
+                   positions: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return stack.forward(hidden, blocks=block, position_ids=positions, attention_mask=mask, cache=None)
+
+
+def _graph_piece(stack: BlockStack, block: BlockRange, inputs: torch.Tensor, mask: torch.Tensor,
+                 positions: torch.Tensor) -> torch.Tensor:
+    """A piece of a backward pass: forward with the graph kept for `_input_grad`."""
+    with torch.enable_grad():
+        return stack.forward(inputs, blocks=block, position_ids=positions, attention_mask=mask, cache=None)
 
 
 def _batch_inputs(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,6 +22,10 @@ class ServerMetrics:
         self.registry = CollectorRegistry()
         self.sessions_open = Gauge("swarm_sessions_open", "Inference sessions open now", registry=self.registry)
         self.cache_tokens_free = Gauge("swarm_cache_tokens_free", "KV-cache tokens free", registry=self.registry)
+        self.compute_busy_seconds = Gauge("swarm_compute_busy_seconds", "Compute thread's run time so far, "
+                                          "by kind of work (inference or batch)", ["kind"], registry=self.registry)
+        self.compute_queued = Gauge("swarm_compute_queued", "Tasks waiting for the compute thread",
+                                    registry=self.registry)
         self.steps = Counter("swarm_inference_steps", "Inference steps served", registry=self.registry)
         self.step_tokens = Counter("swarm_inference_tokens", "Tokens through inference steps",
                                    registry=self.registry)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import enum
 import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -96,19 +97,47 @@ class PriorityExecutor:
         self._clock = clock
         self._queues: dict[Priority, collections.deque[_Task]] = {kind: collections.deque() for kind in Priority}
         self._running: Priority | None = None
+        self._active = {kind: 0 for kind in Priority}
+        """Passes of each kind under way (see `active`)."""
+        self.busy_seconds = {kind: 0.0 for kind in Priority}
+        """Run time of each kind's tasks so far (fifo: all under INFERENCE)."""
         self._wakeup = threading.Condition()
         self._closed = False
         # daemon: a node that is shutting down must not wait for a long pass to finish
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
+    def _kind(self, priority: Priority) -> Priority:
+        return priority if self.scheduling is Scheduling.PRIORITY else Priority.INFERENCE  # fifo: one queue
+
+    def _idle(self, kind: Priority) -> bool:
+        return not self._queues[kind] and self._running is not kind and not self._active[kind]
+
+    @contextlib.contextmanager
+    def active(self, priority: Priority) -> Iterator[None]:
+        """A pass of several tasks is under way: between its tasks its kind is not idle.
+
+        Without this, a pass whose next piece arrives just after a step was picked would
+        count as newly woken each time and lose the share it has not had yet.
+        """
+        kind = self._kind(priority)
+        with self._wakeup:
+            if self._idle(kind):
+                self.share.wake(kind)
+            self._active[kind] += 1
+        try:
+            yield
+        finally:
+            with self._wakeup:
+                self._active[kind] -= 1
+
     def submit(self, priority: Priority, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        kind = priority if self.scheduling is Scheduling.PRIORITY else Priority.INFERENCE  # fifo: one queue
+        kind = self._kind(priority)
         with self._wakeup:
             if self._closed:
                 raise RuntimeError("the compute thread is shut down")
-            if not self._queues[kind] and self._running is not kind:
+            if self._idle(kind):
                 self.share.wake(kind)
             self._queues[kind].append((future, functools.partial(fn, *args)))
             self._wakeup.notify()
@@ -162,5 +191,6 @@ class PriorityExecutor:
             else:
                 seconds = 0.0
             with self._wakeup:
+                self.busy_seconds[kind] += seconds
                 self.share.charge(kind, seconds)
                 self._running = None

@@ -12,6 +12,7 @@ announce OFFLINE, stop gRPC, leave the DHT.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -33,7 +34,7 @@ from node.next_hops import NextHopProber
 from node.memory import auto_num_blocks
 from node.placement import ServerSpan, choose_blocks, placement_throughput
 from node.rebalancer import Rebalancer
-from node.scheduler import Scheduling
+from node.scheduler import Priority, Scheduling
 from node.servicer import BlockServicer, add_to_server
 from node.state import ServingState
 from node.swarm_view import read_spans
@@ -183,6 +184,11 @@ class BlockServer:
         allocator = CacheAllocator(self.config.cache_tokens)
         sessions = InferenceSessions(backend, allocator, self.state, self.config, self.server_id, self.metrics)
         self.metrics.cache_tokens_free.set_function(lambda: allocator.free)
+        executor = backend.executor
+        self.metrics.compute_queued.set_function(lambda: executor.queued)
+        for kind in Priority:
+            self.metrics.compute_busy_seconds.labels(kind.name.lower()).set_function(
+                functools.partial(executor.busy_seconds.__getitem__, kind))
         add_to_server(BlockServicer(backend, sessions, self.state, self.config.tensor_limits, self._info,
                                     self.metrics), server)
         health_servicer = health.aio.HealthServicer()

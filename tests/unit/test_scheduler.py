@@ -75,6 +75,30 @@ def test_batch_work_gets_its_share_of_a_busy_thread() -> None:
     assert ran.count("BATCH") == 20
 
 
+class _RecordingShare(FairShare):
+    def __init__(self, batch_share: float) -> None:
+        super().__init__(batch_share)
+        self.woken: list[Priority] = []
+
+    def wake(self, kind: Priority) -> None:
+        self.woken.append(kind)
+        super().wake(kind)
+
+
+def test_a_pass_between_its_pieces_is_not_woken_again() -> None:
+    executor = PriorityExecutor("test")
+    share = executor.share = _RecordingShare(0.2)
+    try:
+        with executor.active(BATCH):
+            for _ in range(3):  # one piece at a time: the queue is empty between them
+                executor.submit(BATCH, len, "piece").result(10)
+        assert share.woken == [BATCH]  # once, when the pass began: it keeps the share it is owed
+        executor.submit(INF, len, "step").result(10)
+        assert share.woken == [BATCH, INF]
+    finally:
+        executor.shutdown()
+
+
 def test_fair_share_by_time_not_by_task_count() -> None:
     share = FairShare(0.5)
     share.wake(INF)
