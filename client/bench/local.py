@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from client.bench.common import WORKDIR_ENV, chat_ids, progress, quiet_logging
 from client.bench.stats import Comparison, format_table, per_token, rotating_order
 from client.bench.pipe_floor import PipeFloor
 from client.bench.workloads import Contender, Decoder, LocalReference, SwarmContender
@@ -45,8 +46,6 @@ TARGET_RATIO = 1.15
 """What the swarm's per-token latency may cost over the local run on loopback."""
 DEFAULT_PROMPT = "What is the capital of France?"
 DEFAULT_SPANS = (BlockRange(0, 10), BlockRange(10, 20), BlockRange(20, 30))
-WORKDIR_ENV = "SWARM_BENCH_WORKDIR"
-"""Set by scripts/bench so that its shell trap finds the pids file."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,19 +67,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "OMP_NUM_THREADS=1; default: client.local_swarm.SHARED_CPU_ENV")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args(argv)
-
-
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def chat_ids(path: str, prompt: str) -> torch.Tensor:
-    from transformers import AutoTokenizer
-
-    tokenizer: Any = AutoTokenizer.from_pretrained(path)
-    encoded = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)
-    return torch.as_tensor(encoded["input_ids"])
 
 
 def measure(contenders: dict[str, Decoder], forwarders: dict[str, Contender], args: argparse.Namespace,
@@ -198,12 +184,9 @@ def run_bench(args: argparse.Namespace, peers: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from swarm.default_model import resolve_model
-    from swarm.logs import setup_logging
 
     args = parse_args(argv)
-    setup_logging()
-    if "SWARM_LOG_LEVEL" not in os.environ:
-        logging.getLogger().setLevel(logging.WARNING)
+    quiet_logging()
     began = time.monotonic()
     args.model_path = resolve_model(args.model)
     args.server_env_map = dict(item.split("=", 1) for item in args.server_env)

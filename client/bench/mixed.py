@@ -31,7 +31,6 @@ import argparse
 import concurrent.futures
 import contextlib
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -40,11 +39,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from client.bench.local import WORKDIR_ENV, chat_ids, progress
+from client.bench.common import WORKDIR_ENV, chat_ids, progress, quiet_logging
 from client.bench.stats import Comparison, format_table, per_token, rotating_order
 from client.bench.workloads import DecodeRun, SwarmContender
 from client.local_swarm import LocalSwarm, LocalSwarmConfig, LocalSwarmError, sigterm_as_interrupt
@@ -52,7 +50,6 @@ from client.model import DistributedModelForCausalLM
 from node.scheduler import DEFAULT_BATCH_SHARE
 from swarm.records import BlockRange
 
-logger = logging.getLogger(__name__)
 
 SERVER_ARGS: dict[str, tuple[str, ...]] = {
     "priority": ("--scheduling", "priority"),
@@ -293,12 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoConfig
 
     from swarm.default_model import resolve_model
-    from swarm.logs import setup_logging
 
     args = parse_args(argv)
-    setup_logging()
-    if "SWARM_LOG_LEVEL" not in os.environ:
-        logging.getLogger().setLevel(logging.WARNING)
+    quiet_logging()
     began = time.monotonic()
     args.model_path = resolve_model(args.model)
     blocks = BlockRange(0, int(AutoConfig.from_pretrained(args.model_path).num_hidden_layers))
