@@ -7,7 +7,7 @@ they are not timed tests.
 
     local   the default model through a 3-server loopback swarm vs. one local process
     wan     the same over simulated wide-area links
-    mixed   decoding next to a training client on one server: priority vs. fifo queue
+    mixed   decoding next to a training client on one server: priority, strict, fifo queue
 
 To add one: write `client/bench/<name>.py` with `main(argv)` and list it below.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 SUBCOMMANDS: dict[str, str] = {
     "local": "per-token and batch-forward latency: loopback swarm vs. local transformers",
     "wan": "latency over simulated wide-area links",
-    "mixed": "decoding next to a training client: priority scheduling vs. one fifo queue",
+    "mixed": "decoding next to a training client: priority vs. strict priority vs. fifo queue",
 }
 """Subcommand name -> one-line description; the module is client.bench.<name>."""
 
