@@ -93,6 +93,7 @@ class Trainer:
         self.done = threading.Event()
         self.seconds = 0.0
         self.error: BaseException | None = None
+        self._cancelled = threading.Event()
         self._thread = threading.Thread(target=self._train, name="bench-trainer", daemon=True)
 
     def one_pass(self) -> None:
@@ -105,6 +106,8 @@ class Trainer:
         began = time.perf_counter()
         try:
             for _ in range(self.passes):
+                if self._cancelled.is_set():
+                    break
                 self.one_pass()
         except BaseException as error:  # reported by the caller's thread
             self.error = error
@@ -117,6 +120,9 @@ class Trainer:
         self._thread.start()
         try:
             yield self
+        except BaseException:
+            self._cancelled.set()  # e.g. Ctrl-C: stop after the pass under way
+            raise
         finally:
             self._thread.join()
         if self.error is not None:
@@ -125,19 +131,29 @@ class Trainer:
 
 def decode_together(decoders: list[SwarmContender], prompt_ids: torch.Tensor, steps: int,
                     until: threading.Event | None = None) -> list[DecodeRun]:
-    """Every decoder decodes at once, each on its own thread (as separate users would)."""
+    """Every decoder decodes at once, each on its own thread (as separate users would).
+
+    They stop early once `until` is set, and all of them after their current step when this
+    thread is interrupted.
+    """
     prefilled = threading.Barrier(len(decoders))
+    stop = until or threading.Event()
 
     def decode(decoder: SwarmContender) -> DecodeRun:
         try:
-            return decoder.decode(prompt_ids, steps, until, prefilled)
+            return decoder.decode(prompt_ids, steps, stop, prefilled)
         except BaseException:
             prefilled.abort()  # the others stop waiting for this one
             raise
 
     with concurrent.futures.ThreadPoolExecutor(len(decoders), thread_name_prefix="bench-decoder") as pool:
         futures = [pool.submit(decode, decoder) for decoder in decoders]
-        concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        try:
+            concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        except BaseException:  # Ctrl-C: leaving the pool waits for the decoders, so stop them first
+            stop.set()
+            prefilled.abort()
+            raise
         failed = [future.exception() for future in futures if future.done() and future.exception()]
         if failed:  # the first error, not the others' broken barrier
             raise failed[0]  # type: ignore[misc]

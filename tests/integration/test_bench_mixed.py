@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -50,6 +52,44 @@ def test_bench_mixed_reports_every_swarm_and_stops_its_processes(tmp_path: Path)
     for name, queue in expected.items():
         (log,) = (tmp_path / name).glob("server-*.log")
         assert f"compute queue: {queue}\n" in log.read_text(), name
+    pids = [int(line.split()[0]) for f in tmp_path.glob(f"*/{PIDS_FILENAME}") for line in f.read_text().splitlines()]
+    assert len(pids) == 6
+    deadline = time.monotonic() + 10
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if _running(p)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_ctrl_c_mid_measurement_stops_every_process(tmp_path: Path) -> None:
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "client.bench", "mixed", "--rounds", "3", "--tokens", "2000", "--train-passes", "5",
+         "--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True)
+    assert bench.stdout is not None
+    seen = []
+    try:
+        for line in bench.stdout:
+            seen.append(line)
+            if "warming up" in line:
+                break
+        assert any("warming up" in line for line in seen), "".join(seen)
+        time.sleep(8)  # past the warm-up: the first swarm's clients are decoding
+        assert bench.poll() is None, "".join(seen)
+        began = time.monotonic()
+        bench.send_signal(signal.SIGINT)
+        rest, _ = bench.communicate(timeout=120)
+        stopped_in = time.monotonic() - began
+    finally:
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGKILL)
+            bench.wait()
+    output = "".join(seen) + rest
+    assert bench.returncode == 130 and "interrupted" in output, output[-3000:]
+    # the decoders and the trainer stop after their step or pass under way, not after the
+    # phase's 2000 tokens (minutes)
+    assert stopped_in < 30, f"{stopped_in:.1f} s\n{output[-3000:]}"
     pids = [int(line.split()[0]) for f in tmp_path.glob(f"*/{PIDS_FILENAME}") for line in f.read_text().splitlines()]
     assert len(pids) == 6
     deadline = time.monotonic() + 10
