@@ -5,9 +5,10 @@ short and latency-bound: someone is waiting for each token. Forward and Backward
 of training clients are long and throughput-bound. With one first-in-first-out queue a
 generating client waits behind a whole training pass for every token. Here batch passes
 are queued a piece (one block) at a time and the two kinds of work share the thread by
-`FairShare`: a step waits at most for the piece that is running, and batch work still
-gets at least its share of the thread's time when inference steps keep it busy. Within
-one kind, tasks run in the order they came.
+`FairShare`: a step waits for the piece that is running (and for pieces batch work is
+owed), never for a whole pass, and batch work still gets at least its share of the
+thread's time when inference steps keep it busy. Within one kind, tasks run in the order
+they came.
 """
 
 from __future__ import annotations
