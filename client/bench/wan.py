@@ -341,17 +341,26 @@ def run_bench(config: WanBenchConfig) -> WanResult:
         spans = split_blocks(AutoConfig.from_pretrained(model).num_hidden_layers, config.servers)
         swarm, links = stack.enter_context(proxied_swarm(model, spans, 0.0, workdir))
         logger.info("servers %s behind proxies %s", [s.address for s in swarm.servers], links.addresses)
-        models: dict[str, DistributedModelForCausalLM] = {}
-        for mode in MODES:
-            client = ClientConfig(initial_peers=(), routing=RoutingConfig(chained=mode == "chained"))
-            models[mode] = AutoDistributedModelForCausalLM.from_pretrained(
-                model, swarm.initial_peers, config=client, model_name=model_name_of(model))
-            stack.callback(models[mode].close)
-        vocab = models[MODES[0]].config.vocab_size
-        prompt = (torch.arange(config.prompt_tokens) * 7 % vocab + 1)[None, :]
-        zero_delay = measure(models, prompt, config.tokens, config.rounds)
+
+        def clients(closing: contextlib.ExitStack) -> dict[str, DistributedModelForCausalLM]:
+            models: dict[str, DistributedModelForCausalLM] = {}
+            for mode in MODES:
+                client = ClientConfig(initial_peers=(), routing=RoutingConfig(chained=mode == "chained"))
+                models[mode] = AutoDistributedModelForCausalLM.from_pretrained(
+                    model, swarm.initial_peers, config=client, model_name=model_name_of(model))
+                closing.callback(models[mode].close)
+            return models
+
+        with contextlib.ExitStack() as phase:
+            models = clients(phase)
+            vocab = models[MODES[0]].config.vocab_size
+            prompt = (torch.arange(config.prompt_tokens) * 7 % vocab + 1)[None, :]
+            zero_delay = measure(models, prompt, config.tokens, config.rounds)
         links.set_delay(config.delay_s)
-        delayed = measure(models, prompt, config.tokens, config.rounds)
+        # fresh clients: the restarted proxies dropped the old channels' connections, and a
+        # call on a channel that has not noticed yet fails (and bans a healthy server)
+        with contextlib.ExitStack() as phase:
+            delayed = measure(clients(phase), prompt, config.tokens, config.rounds)
         name = model_name_of(model)
     modes = tuple(mode_result(m, config.servers, config.delay_s, delayed[m], zero_delay[m]) for m in MODES)
     return WanResult(config.servers, config.delay_s, config.tokens, config.rounds, name, modes)
