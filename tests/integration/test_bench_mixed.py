@@ -24,6 +24,16 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _assert_all_six_stopped(workdir: Path) -> None:
+    """Every process of the three swarms (a DHT node and a server each) is gone."""
+    pids = [int(line.split()[0]) for f in workdir.glob(f"*/{PIDS_FILENAME}") for line in f.read_text().splitlines()]
+    assert len(pids) == 6
+    deadline = time.monotonic() + 10
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if _running(p)]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_bench_mixed_reports_every_swarm_and_stops_its_processes(tmp_path: Path) -> None:
@@ -52,12 +62,7 @@ def test_bench_mixed_reports_every_swarm_and_stops_its_processes(tmp_path: Path)
     for name, queue in expected.items():
         (log,) = (tmp_path / name).glob("server-*.log")
         assert f"compute queue: {queue}\n" in log.read_text(), name
-    pids = [int(line.split()[0]) for f in tmp_path.glob(f"*/{PIDS_FILENAME}") for line in f.read_text().splitlines()]
-    assert len(pids) == 6
-    deadline = time.monotonic() + 10
-    while any(_running(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [p for p in pids if _running(p)]
+    _assert_all_six_stopped(tmp_path)
 
 
 @pytest.mark.slow
@@ -90,9 +95,4 @@ def test_ctrl_c_mid_measurement_stops_every_process(tmp_path: Path) -> None:
     # the decoders and the trainer stop after their step or pass under way, not after the
     # phase's 2000 tokens (minutes)
     assert stopped_in < 30, f"{stopped_in:.1f} s\n{output[-3000:]}"
-    pids = [int(line.split()[0]) for f in tmp_path.glob(f"*/{PIDS_FILENAME}") for line in f.read_text().splitlines()]
-    assert len(pids) == 6
-    deadline = time.monotonic() + 10
-    while any(_running(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [p for p in pids if _running(p)]
+    _assert_all_six_stopped(tmp_path)
