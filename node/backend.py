@@ -23,7 +23,6 @@ class BlockBackend:
     def __init__(self, stack: BlockStack, scheduling: Scheduling = Scheduling.PRIORITY,
                  batch_share: float = DEFAULT_BATCH_SHARE) -> None:
         self.stack = stack
-        self.scheduling = scheduling
         self.executor = PriorityExecutor("torch", scheduling, batch_share)
         """The compute thread (its queue length is a health figure)."""
 
@@ -92,7 +91,7 @@ class BlockBackend:
 
     def _pieces(self, blocks: BlockRange) -> list[BlockRange]:
         """The ranges a pass is queued in: single blocks, or the whole range for fifo (one task per call)."""
-        if self.scheduling is Scheduling.FIFO:
+        if self.executor.scheduling is Scheduling.FIFO:
             return [blocks]
         return [BlockRange(index, index + 1) for index in range(blocks.start, blocks.end)]
 
