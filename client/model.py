@@ -23,7 +23,7 @@ from transformers import GenerationConfig
 
 from client.config import ClientConfig
 from client.generation import default_attention_mask, generate_tokens, max_new_tokens
-from client.head import ClientHead, load_client_head
+from swarm.model.head import ClientHead, load_client_head
 from client.remote_sequential import RemoteSequential
 from client.runtime import LoopThread, shared_loop
 from client.session_handle import InferenceSession

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from node.families import BlockStack, SessionCache
+from swarm.model.families import BlockStack, SessionCache
 from node.scheduler import DEFAULT_BATCH_SHARE, Priority, PriorityExecutor, Scheduling
 from node.validation import default_positions
 from swarm.records import BlockRange

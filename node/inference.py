@@ -25,7 +25,7 @@ from node.allocator import CacheAllocator
 from node.backend import BlockBackend
 from node.config import ServerConfig
 from node.error_mapping import SessionTimeout
-from node.families import SessionCache
+from swarm.model.families import SessionCache
 from node.metrics import ServerMetrics
 from node.push_client import PushClient
 from node.state import ServingState

@@ -8,8 +8,8 @@ import os
 import psutil
 import torch
 
-from node.checkpoint import load_config, locate_checkpoint, resolve_dtype
-from node.families import family_class
+from swarm.model.checkpoint import load_config, locate_checkpoint, resolve_dtype
+from swarm.model.families import family_class
 from node.placement import num_blocks_auto
 
 logger = logging.getLogger(__name__)

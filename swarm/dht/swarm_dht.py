@@ -28,7 +28,7 @@ from swarm.codec.entries import VerifiedEntry, sign_entry
 from swarm.dht import keys
 from swarm.dht.config import DhtConfig
 from swarm.dht.node import DhtNode
-from swarm.dht.swarm_map import ModelInfo, SwarmMap, build_swarm_map, model_info_of
+from swarm.dht.swarm_map import AnnouncedModel, SwarmMap, build_swarm_map, announced_model_of
 from swarm.identity import Identity
 from swarm.records import BlockEntry, ModelEntry, ServerRecord
 
@@ -167,21 +167,21 @@ class SwarmDHT:
         found = await self.get_entries(keys.index_key(model))
         return [e.body for e in found if isinstance(e.body, ModelEntry)]
 
-    async def get_model_info(self, model: str) -> ModelInfo | None:
+    async def get_announced_model(self, model: str) -> AnnouncedModel | None:
         """The shape of `model` most of its servers agree on, or None if nobody serves it."""
-        return model_info_of(model, await self.get_model_entries(model))
+        return announced_model_of(model, await self.get_model_entries(model))
 
-    async def list_models(self) -> list[ModelInfo]:
+    async def list_models(self) -> list[AnnouncedModel]:
         """The models announced on the swarm, by name."""
         found = [e.body for e in await self.get_entries(keys.MODELS_KEY) if isinstance(e.body, ModelEntry)]
-        infos = (model_info_of(name, found) for name in sorted({e.model for e in found}))
+        infos = (announced_model_of(name, found) for name in sorted({e.model for e in found}))
         return [info for info in infos if info is not None]
 
     async def get_swarm_map(self, model: str, num_blocks: int | None = None) -> SwarmMap:
         """Which servers cover each block of `model` (num_blocks 0 if the model is unknown)."""
         hidden_size = 0
         if num_blocks is None:
-            info = await self.get_model_info(model)
+            info = await self.get_announced_model(model)
             if info is None:
                 return build_swarm_map(model, 0, 0, {})
             num_blocks, hidden_size = info.num_blocks, info.hidden_size

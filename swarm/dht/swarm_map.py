@@ -35,7 +35,7 @@ SHORT_ID_CHARS = 8
 
 
 @dataclass(frozen=True)
-class ModelInfo:
+class AnnouncedModel:
     """A model's shape as its servers state it, and how many state it."""
 
     model: str
@@ -44,7 +44,7 @@ class ModelInfo:
     num_servers: int
 
 
-def model_info_of(model: str, entries: Iterable[ModelEntry]) -> ModelInfo | None:
+def announced_model_of(model: str, entries: Iterable[ModelEntry]) -> AnnouncedModel | None:
     """The shape most servers of `model` agree on (ties: the most recently stated).
 
     A single server stating a wrong shape cannot change what the majority says.
@@ -60,7 +60,7 @@ def model_info_of(model: str, entries: Iterable[ModelEntry]) -> ModelInfo | None
     if not votes:
         return None
     shape = max(votes, key=lambda s: (votes[s], newest[s]))
-    return ModelInfo(model, shape[0], shape[1], sum(votes.values()))
+    return AnnouncedModel(model, shape[0], shape[1], sum(votes.values()))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from node.backend import BlockBackend
-from node.families import load_block_stack
+from swarm.model.families import load_block_stack
 from node.scheduler import Priority, Scheduling
 from swarm.records import BlockRange
 from tests.integration.slicing_models import FAMILY_NAMES, save_checkpoint

@@ -16,8 +16,8 @@ from torch.testing import assert_close
 from transformers import PreTrainedModel
 from transformers.cache_utils import DynamicCache
 
-from client.head import ClientHead, load_client_head
-from node.families import BlockStack, SessionCache, load_block_stack
+from swarm.model.head import ClientHead, load_client_head
+from swarm.model.families import BlockStack, SessionCache, load_block_stack
 from swarm.records import BlockRange
 from tests.integration.slicing_models import (
     FAMILY_NAMES,

@@ -16,17 +16,17 @@ from safetensors.torch import save_file
 from torch.testing import assert_close
 from transformers import AutoModelForCausalLM, GPT2Config
 
-import node.checkpoint
-from client.head import load_client_head
-from node.checkpoint import INDEX_FILE, CheckpointError, UnsupportedModel
-from node.families import load_block_stack, read_model_info
+import swarm.model.checkpoint
+from swarm.model.head import load_client_head
+from swarm.model.checkpoint import INDEX_FILE, CheckpointError, UnsupportedModel
+from swarm.model.families import load_block_stack, read_model_info
 from swarm.errors import InvalidInput, NotServed, SessionStateError
 from swarm.records import BlockRange
 from tests.integration.slicing_models import left_padded, load_reference, save_checkpoint
 
 
 class OpenSpy:
-    """Stands in for `safe_open` in node.checkpoint; records files opened and keys read."""
+    """Stands in for `safe_open` in swarm.model.checkpoint; records files opened and keys read."""
 
     opened: list[str] = []
     read: list[str] = []
@@ -53,7 +53,7 @@ class OpenSpy:
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> type[OpenSpy]:
     OpenSpy.opened, OpenSpy.read = [], []
-    monkeypatch.setattr(node.checkpoint, "safe_open", OpenSpy)
+    monkeypatch.setattr(swarm.model.checkpoint, "safe_open", OpenSpy)
     return OpenSpy
 
 

@@ -17,12 +17,12 @@ from transformers import (
     Qwen2Config,
 )
 
-from node.checkpoint import CheckpointError, UnsupportedModel, locate_checkpoint, resolve_dtype
-from node.families import family_class, model_info
-from node.families.bloom import BloomFamily
-from node.families.falcon import FalconFamily
-from node.families.llama import LlamaFamily
-from node.families.mixtral import MixtralFamily
+from swarm.model.checkpoint import CheckpointError, UnsupportedModel, locate_checkpoint, resolve_dtype
+from swarm.model.families import family_class, model_info
+from swarm.model.families.bloom import BloomFamily
+from swarm.model.families.falcon import FalconFamily
+from swarm.model.families.llama import LlamaFamily
+from swarm.model.families.mixtral import MixtralFamily
 
 SMALL = {"hidden_size": 32, "num_attention_heads": 4, "vocab_size": 64, "num_hidden_layers": 2}
 

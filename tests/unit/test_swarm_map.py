@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from swarm.dht.swarm_map import build_swarm_map, model_info_of
+from swarm.dht.swarm_map import build_swarm_map, announced_model_of
 from swarm.identity import Identity
 from swarm.records import BlockEntry, BlockRange, ModelEntry, ServerState
 
@@ -75,6 +75,6 @@ def test_model_info_is_what_the_majority_states() -> None:
     ids = [Identity.generate().server_id for _ in range(4)]
     entries = [ModelEntry(ids[0], "m", 30, 576, issued_at=1.0), ModelEntry(ids[1], "m", 30, 576, issued_at=2.0),
                ModelEntry(ids[2], "m", 999, 576, issued_at=9.0), ModelEntry(ids[3], "other", 5, 8, issued_at=3.0)]
-    info = model_info_of("m", entries)
+    info = announced_model_of("m", entries)
     assert info is not None and (info.num_blocks, info.hidden_size, info.num_servers) == (30, 576, 3)
-    assert model_info_of("none", entries) is None
+    assert announced_model_of("none", entries) is None

@@ -5,7 +5,7 @@ Rotary cos/sin are computed once per call at model level (`inv_freq` is not in t
 checkpoint, it is rebuilt from the config). Sliding-window layers (Mistral with
 `sliding_window`, Qwen2 with `layer_types`) get a sliding-window causal mask; their KV
 cache keeps every token (the mask hides old ones), which keeps rewinding possible.
-Layers return a tensor. Mixtral reuses this adapter (see `node.families.mixtral`).
+Layers return a tensor. Mixtral reuses this adapter (see `swarm.model.families.mixtral`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from transformers.models.llama import modeling_llama
 from transformers.models.mistral import modeling_mistral
 from transformers.models.qwen2 import modeling_qwen2
 
-from node.families.base import Family, LayerContext, dense_mask
+from swarm.model.families.base import Family, LayerContext, dense_mask
 from swarm.records import BlockRange
 
 FULL = "full_attention"

@@ -26,7 +26,7 @@ from transformers.models.falcon.modeling_falcon import (
     build_alibi_tensor,
 )
 
-from node.families.base import Family, LayerContext, dense_mask
+from swarm.model.families.base import Family, LayerContext, dense_mask
 from swarm.records import BlockRange
 
 _MASK = "full_attention"

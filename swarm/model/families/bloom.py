@@ -18,7 +18,7 @@ from transformers.cache_utils import Cache
 from transformers.masking_utils import create_causal_mask
 from transformers.models.bloom.modeling_bloom import BloomBlock, build_alibi_tensor
 
-from node.families.base import Family, LayerContext, dense_mask
+from swarm.model.families.base import Family, LayerContext, dense_mask
 from swarm.records import BlockRange
 
 _MASK = "full_attention"

@@ -10,12 +10,12 @@ import os
 
 from transformers import PretrainedConfig
 
-from node.checkpoint import UnsupportedModel, checkpoint_dtype, load_config, locate_checkpoint
-from node.families.base import Family, ModelInfo
-from node.families.bloom import BloomFamily
-from node.families.falcon import FalconFamily
-from node.families.llama import LlamaFamily
-from node.families.mixtral import MixtralFamily
+from swarm.model.checkpoint import UnsupportedModel, checkpoint_dtype, load_config, locate_checkpoint
+from swarm.model.families.base import Family, ModelInfo
+from swarm.model.families.bloom import BloomFamily
+from swarm.model.families.falcon import FalconFamily
+from swarm.model.families.llama import LlamaFamily
+from swarm.model.families.mixtral import MixtralFamily
 
 FAMILIES: tuple[type[Family], ...] = (LlamaFamily, MixtralFamily, BloomFamily, FalconFamily)
 

@@ -25,15 +25,15 @@ from tqdm import tqdm
 from torch import nn
 from transformers.cache_utils import DynamicCache
 
-from node.checkpoint import (
+from swarm.model.checkpoint import (
     CheckpointError,
     CheckpointReader,
     load_config,
     locate_checkpoint,
     resolve_dtype,
 )
-from node.families.base import Family, ModelInfo
-from node.families.detect import family_class, model_info
+from swarm.model.families.base import Family, ModelInfo
+from swarm.model.families.detect import family_class, model_info
 from swarm.errors import InvalidInput, NotServed, SessionStateError
 from swarm.records import BlockRange
 

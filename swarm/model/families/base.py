@@ -6,8 +6,8 @@ building the whole model, (2) what a forward call through some layers needs besi
 hidden states (causal masks, rotary embeddings, alibi) and how to call a layer, and
 (3) where the client's pieces (embeddings, final norm, LM head) live.
 
-It does not hold sessions or caches (`node.families.stack` does) and reads no files
-(`node.checkpoint` does).
+It does not hold sessions or caches (`swarm.model.families.stack` does) and reads no files
+(`swarm.model.checkpoint` does).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.cache_utils import Cache
 
-from node.checkpoint import CheckpointError
+from swarm.model.checkpoint import CheckpointError
 from swarm.records import BlockRange
 
 

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 
-from node.checkpoint import CheckpointReader, load_config, locate_checkpoint, resolve_dtype
-from node.families import Family, HeadKeys, ModelInfo, family_class, model_info
+from swarm.model.checkpoint import CheckpointReader, load_config, locate_checkpoint, resolve_dtype
+from swarm.model.families import Family, HeadKeys, ModelInfo, family_class, model_info
 from swarm.errors import InvalidInput
 
 logger = logging.getLogger(__name__)

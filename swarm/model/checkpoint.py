@@ -7,7 +7,7 @@ serves, not with the model. A hub id (``org/name``) is fetched with huggingface_
 config and index first, then only the shards that hold the wanted keys; without a
 reachable hub that fails with a `CheckpointError` that says so.
 
-This module knows nothing of model families (`node.families` maps keys to modules) and
+This module knows nothing of model families (`swarm.model.families` maps keys to modules) and
 never builds a module. PyTorch `.bin` checkpoints are not read (pickle is not loaded).
 """
 

@@ -18,8 +18,8 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.models.mixtral import modeling_mixtral
 
-from node.checkpoint import CheckpointError
-from node.families.llama import LlamaFamily
+from swarm.model.checkpoint import CheckpointError
+from swarm.model.families.llama import LlamaFamily
 
 _EXPERT = re.compile(r"^(?:block_sparse_moe|mlp)\.experts\.(\d+)\.(w[123])\.weight$")
 
