@@ -1,8 +1,9 @@
 """The one place where server-side errors become gRPC status codes.
 
 Handlers raise errors from `swarm.errors`; `grpc_errors` turns each into a status with
-its message. Anything unexpected is logged with its traceback and answered INTERNAL, and
-the server keeps serving everyone else.
+its message, by the one table in `swarm.rpc` (which the client reads backwards). Anything
+unexpected is logged with its traceback and answered INTERNAL, and the server keeps
+serving everyone else.
 """
 
 from __future__ import annotations
@@ -15,39 +16,13 @@ from typing import Any, TypeVar
 
 import grpc
 
-from swarm.errors import (
-    CacheExhausted,
-    InvalidInput,
-    NotServed,
-    ServerDraining,
-    SessionStateError,
-    SwarmError,
-)
+from swarm.errors import SessionTimeout
+from swarm.rpc import status_for
+
+__all__ = ["SessionTimeout", "grpc_errors", "status_for"]
+"""`SessionTimeout` and `status_for` live in `swarm`; they stay importable from here."""
 
 logger = logging.getLogger(__name__)
-
-_STATUS: tuple[tuple[type[SwarmError], grpc.StatusCode], ...] = (
-    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
-    (SessionStateError, grpc.StatusCode.FAILED_PRECONDITION),
-    (NotServed, grpc.StatusCode.NOT_FOUND),
-    (CacheExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (ServerDraining, grpc.StatusCode.UNAVAILABLE),
-)
-
-
-class SessionTimeout(SwarmError):
-    """An inference session stayed idle past its timeout (DEADLINE_EXCEEDED)."""
-
-
-def status_for(error: BaseException) -> grpc.StatusCode:
-    """The gRPC status code a server-side error is answered with."""
-    if isinstance(error, SessionTimeout):
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-    for error_type, code in _STATUS:
-        if isinstance(error, error_type):
-            return code
-    return grpc.StatusCode.INTERNAL
-
 
 F = TypeVar("F", bound=Callable[..., Any])
 

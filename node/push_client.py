@@ -16,23 +16,15 @@ import logging
 import time
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from swarm.codec import messages
+from swarm.errors import RemoteError
 from swarm.protocol import PushedStep
-from swarm.v1 import block_service_pb2_grpc
+from swarm.rpc import CALL_FAILURES, ChannelPool, call_failure, ping, rpc_errors
 
 logger = logging.getLogger(__name__)
 
 PROBE_BYTES = 1 << 20
 """Payload of one bandwidth probe: large enough that transfer time dominates on fast links."""
-
-_OPTIONS = (
-    ("grpc.max_send_message_length", 512 << 20),
-    ("grpc.max_receive_message_length", 512 << 20),
-    ("grpc.enable_retries", 0),
-)
 
 
 class PushClient:
@@ -40,29 +32,17 @@ class PushClient:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._pool = ChannelPool()
         self._streams: dict[str, dict[tuple[str, str], Any]] = {}
         """Open PushStream calls by pushing session, then by (address, pushed session)."""
 
-    def _channel(self, address: str) -> grpc.aio.Channel:
-        channel = self._channels.get(address)
-        if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=_OPTIONS)
-        return channel
-
-    def _stub(self, address: str) -> block_service_pb2_grpc.BlockServiceStub:
-        return block_service_pb2_grpc.BlockServiceStub(self._channel(address))  # type: ignore[no-untyped-call]
-
     async def ping(self, address: str) -> float | None:
         """Round-trip seconds of a health check to `address`; None if it failed."""
-        stub = health_pb2_grpc.HealthStub(self._channel(address))
-        began = time.perf_counter()
         try:
-            await stub.Check(health_pb2.HealthCheckRequest(), timeout=self.timeout)
-        except (grpc.aio.AioRpcError, asyncio.TimeoutError) as error:
+            return await ping(self._pool, address, self.timeout)
+        except RemoteError as error:
             logger.debug("ping of %s failed: %s", address, error)
             return None
-        return time.perf_counter() - began
 
     async def bandwidth(self, address: str, size: int = PROBE_BYTES) -> float | None:
         """Bytes per second this server sends to `address` (a timed payload less one RTT)."""
@@ -71,8 +51,9 @@ class PushClient:
             return None
         began = time.perf_counter()
         try:
-            await self._stub(address).Probe(messages.probe_request(size), timeout=self.timeout)
-        except (grpc.aio.AioRpcError, asyncio.TimeoutError) as error:
+            with rpc_errors(address, "bandwidth probe"):
+                await self._pool.stub(address).Probe(messages.probe_request(size), timeout=self.timeout)
+        except RemoteError as error:
             logger.debug("bandwidth probe of %s failed: %s", address, error)
             return None
         return size / max(time.perf_counter() - began - rtt, 1e-6)
@@ -83,13 +64,13 @@ class PushClient:
         key = (address, pushed.session_id)
         call = streams.get(key)
         if call is None:
-            call = streams[key] = self._stub(address).PushStream()
+            call = streams[key] = self._pool.stub(address).PushStream()
         try:
             await asyncio.wait_for(call.write(messages.encode_push(pushed)), self.timeout)
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, TimeoutError) as error:
+        except CALL_FAILURES as error:
             streams.pop(key, None)
             logger.warning("push of step %d to %s (session %s) failed: %s", pushed.step.step_id, address,
-                           pushed.session_id, await _describe(call, error))
+                           pushed.session_id, await call_failure(call, error, address, "push"))
             call.cancel()
             return False
         return True
@@ -97,25 +78,18 @@ class PushClient:
     async def release(self, owner: str) -> None:
         """Ends the push streams of session `owner` (it ended)."""
         calls = self._streams.pop(owner, {})
-        await asyncio.gather(*(self._end(call) for call in calls.values()))
+        await asyncio.gather(*(self._end(address, call) for (address, _), call in calls.items()))
 
-    async def _end(self, call: Any) -> None:
+    async def _end(self, address: str, call: Any) -> None:
         try:
             await asyncio.wait_for(call.done_writing(), self.timeout)
             await asyncio.wait_for(call, self.timeout)
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError, TimeoutError) as error:
+        except CALL_FAILURES as error:
             # e.g. the next server dropped the session first: nothing is lost here
-            logger.debug("push stream ended with %s", await _describe(call, error))
+            logger.debug("push stream to %s ended with %s", address, await call_failure(call, error, address, "push"))
             call.cancel()
 
     async def close(self) -> None:
         await asyncio.gather(*(self.release(owner) for owner in list(self._streams)))
-        channels, self._channels = list(self._channels.values()), {}
-        await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
+        await self._pool.close()
 
-
-async def _describe(call: Any, error: BaseException) -> str:
-    """The call's status if it has ended with one, else the error itself."""
-    if isinstance(error, grpc.aio.AioRpcError) or not call.done():
-        return f"{type(error).__name__}: {error}"
-    return f"{(await call.code()).name}: {await call.details()}"

@@ -46,12 +46,11 @@ from swarm.dht.keys import server_key
 from swarm.identity import Identity
 from swarm.protocol import ServerInfo
 from swarm.records import BlockRange, ServerRecord, ServerState, Throughput
+from swarm.rpc import SERVER_OPTIONS
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "swarm.v1.BlockService"
-MAX_MESSAGE_BYTES = 512 << 20
-"""gRPC message cap (a long prompt's hidden states exceed the 4 MB default)."""
 
 
 @dataclass
@@ -172,9 +171,7 @@ class BlockServer:
 
     def _bind(self) -> tuple[grpc.aio.Server, str]:
         """Creates the gRPC server and binds its port (so JOINING can carry the address)."""
-        options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-        server = grpc.aio.server(options=options)
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         port = server.add_insecure_port(f"{self.config.host}:{self.config.port}")
         return server, self.config.public_address or f"{self.config.host}:{port}"
 

