@@ -16,7 +16,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from swarm.cli import peer_arg
+from client.config import ClientConfig
+from swarm.config_flags import add_config_flags
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("chat", help="chat with a model through the swarm",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--initial-peers", nargs="+", required=True, metavar="HOST:PORT", type=peer_arg, help="DHT peers of the swarm")
+    add_config_flags(p, ClientConfig, only=("initial_peers",))
     p.add_argument("--model", default="default",
                    help="checkpoint directory or hub id for the tokenizer, embeddings and head "
                         "('default': SmolLM2-135M-Instruct)")

@@ -1,18 +1,24 @@
-"""The client's configuration: frozen data (times in seconds)."""
+"""The client's configuration: frozen data (times in seconds).
+
+Fields that are command-line flags of `swarm generate`, `chat` and `status` say so in
+their metadata (`swarm.config_flags`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from client.routing import RoutingConfig
+from swarm.addresses import PeerAddress
 from swarm.codec.limits import TensorLimits
+from swarm.config_flags import flag
 
 
 @dataclass(frozen=True)
 class ClientConfig:
     """How a client finds and talks to block servers."""
 
-    initial_peers: tuple[tuple[str, int], ...]
+    initial_peers: tuple[PeerAddress, ...] = field(metadata=flag("DHT peers of the swarm", metavar="HOST:PORT"))
     """DHT peers to bootstrap from (at least one)."""
     dht_host: str = "127.0.0.1"
     """Interface of the client's own DHT node."""

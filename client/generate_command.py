@@ -9,7 +9,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from swarm.cli import peer_arg
+from client.config import ClientConfig
+from swarm.config_flags import add_config_flags
 
 if TYPE_CHECKING:
     import torch
@@ -20,8 +21,7 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("generate", help="generate text through the swarm",
                               description="Generate text through the swarm's servers.")
-    p.add_argument("--initial-peers", nargs="+", required=True, metavar="HOST:PORT", type=peer_arg,
-                   help="DHT peers of the swarm")
+    add_config_flags(p, ClientConfig, only=("initial_peers",))
     p.add_argument("--model", default="default",
                    help="checkpoint directory or hub id the client loads its embeddings and head "
                         "from ('default': SmolLM2-135M-Instruct)")

@@ -28,7 +28,7 @@ from client.remote_sequential import RemoteSequential
 from client.runtime import LoopThread, shared_loop
 from client.session_handle import InferenceSession
 from client.swarm_client import SwarmClient
-from swarm.dht import parse_address
+from swarm.addresses import PeerAddress
 from swarm.model_names import model_name_of
 
 logger = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class AutoDistributedModelForCausalLM:
     @staticmethod
     def from_pretrained(
         path_or_id: str | os.PathLike[str],
-        initial_peers: Sequence[str],
+        initial_peers: Sequence[PeerAddress | str],
         *,
         torch_dtype: torch.dtype | str = "auto",
         model_name: str | None = None,
@@ -152,10 +152,10 @@ class AutoDistributedModelForCausalLM:
     ) -> DistributedModelForCausalLM:
         """Loads the client's parts of a checkpoint and connects to the swarm.
 
-        `initial_peers` are DHT addresses "host:port"; `model_name` defaults to the
+        `initial_peers` are DHT addresses (`PeerAddress` or "host:port"); `model_name` defaults to the
         checkpoint directory's base name (what servers announce).
         """
-        peers = tuple(parse_address(p) for p in initial_peers)
+        peers = tuple(PeerAddress.of(p) for p in initial_peers)
         config = replace(config, initial_peers=peers) if config else ClientConfig(initial_peers=peers)
         head = load_client_head(path_or_id, torch_dtype)
         loop = shared_loop()

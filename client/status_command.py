@@ -16,17 +16,13 @@ import json
 import logging
 from typing import Any
 
-from swarm.dht import DhtConfig, SwarmDHT, SwarmMap, parse_address
+from client.config import ClientConfig
+from swarm.addresses import PeerAddress
+from swarm.config_flags import add_config_flags
+from swarm.dht import DhtConfig, SwarmDHT, SwarmMap
 from swarm.dht.swarm_map import BlockCoverage
 
 logger = logging.getLogger(__name__)
-
-
-def _peer_address(text: str) -> tuple[str, int]:
-    try:
-        return parse_address(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_parser(subparsers: Any) -> None:
@@ -34,10 +30,7 @@ def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "status", help="show the swarm's servers and block coverage", description=__doc__
     )
-    parser.add_argument(
-        "--initial-peers", nargs="+", required=True, type=_peer_address, metavar="HOST:PORT",
-        help="DHT nodes to join through",
-    )
+    add_config_flags(parser, ClientConfig, only=("initial_peers",))
     parser.add_argument("--model", default=None, help="show only this model")
     parser.add_argument("--json", action="store_true", help="print JSON (see docs/status-json.md)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds for joining and for each lookup")
@@ -60,13 +53,13 @@ async def fetch_maps(dht: SwarmDHT, model: str | None) -> list[SwarmMap]:
 
 
 async def status(
-    initial_peers: list[tuple[str, int]], model: str | None, as_json: bool, timeout: float
+    initial_peers: tuple[PeerAddress, ...], model: str | None, as_json: bool, timeout: float
 ) -> int:
     """Prints the swarm maps; returns the exit code."""
     config = DhtConfig(client_mode=True, lookup_timeout=timeout, bootstrap_timeout=timeout)
     async with await SwarmDHT.start("0.0.0.0", 0, initial_peers, config=config) as dht:
         if dht.num_peers == 0:
-            logger.error("no DHT node answered at %s", " ".join(f"{h}:{p}" for h, p in initial_peers))
+            logger.error("no DHT node answered at %s", " ".join(map(str, initial_peers)))
             return 1
         maps = await fetch_maps(dht, model)
     found = [m for m in maps if m.num_blocks > 0]

@@ -1,4 +1,10 @@
-"""The block server's configuration: frozen data filled by the CLI (`node.start_command`)."""
+"""The block server's and the DHT node's configuration: frozen data the CLI fills.
+
+Each field that is a command-line flag says so in its metadata (`swarm.config_flags`):
+its help, and its default, live here once; `node.start_command` and `node.dht_command`
+make their flags from these classes. Not here: the DHT's protocol settings
+(`swarm.dht.DhtConfig`) and environment variables (`swarm.settings`).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.scheduler import DEFAULT_BATCH_SHARE, Scheduling
+from swarm.addresses import PeerAddress
 from swarm.codec.limits import TensorLimits
+from swarm.config_flags import flag
 from swarm.records import BlockRange
+
+_PEERS_HELP = "DHT peers to join (none: start a new swarm)"
+_IDENTITY_HELP = "key file of this node's identity (created if missing), so a restart keeps its id"
+_READY_HELP = ("write a JSON line of facts (pid, addresses, ...) to this file, atomically, once ready "
+               "(for launchers and tests)")
+
+
+def parse_num_blocks(text: str) -> int | None:
+    """N > 0, or "auto" (None: as many as memory allows)."""
+    if text == "auto":
+        return None
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"--num-blocks must be >= 1 or auto, got {text}")
+    return value
+
+
+def parse_batch_share(text: str) -> float:
+    """A share in [0, 1)."""
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"--batch-share must be in [0, 1), got {text}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -18,58 +49,96 @@ class ServerConfig:
     """Local checkpoint directory (or hub id where a hub is reachable)."""
     model_name: str
     """Name the model is announced under (clients ask for it)."""
-    initial_peers: tuple[tuple[str, int], ...] = ()
+    initial_peers: tuple[PeerAddress, ...] = field(
+        default=(), metadata=flag(_PEERS_HELP, metavar="HOST:PORT"))
     """DHT bootstrap peers; empty starts a new swarm."""
-    blocks: BlockRange | None = None
-    """Pinned block range; None lets the server choose (and rebalance)."""
-    num_blocks: int | None = None
+    num_blocks: int | None = field(default=None, metadata=flag(
+        "serve this many blocks where the swarm needs them; 'auto': as many as memory allows, "
+        "leaving room for the KV cache", metavar="N|auto", parse=parse_num_blocks, default_text="auto",
+        group="blocks"))
     """How many blocks to serve when choosing; None = as many as memory allows."""
-    host: str = "127.0.0.1"
+    blocks: BlockRange | None = field(default=None, metadata=flag(
+        "serve exactly blocks A..B-1", metavar="A:B", group="blocks"))
+    """Pinned block range; None lets the server choose (and rebalance)."""
+    host: str = field(default="127.0.0.1", metadata=flag("interface to bind"))
     """Interface the gRPC and DHT sockets bind to."""
-    port: int = 0
+    port: int = field(default=0, metadata=flag("gRPC port", default_text="any free port"))
     """gRPC port; 0 picks a free one."""
-    dht_port: int = 0
+    dht_port: int = field(default=0, metadata=flag("DHT UDP port", default_text="any free port"))
     """DHT (UDP) port; 0 picks a free one."""
-    public_address: str | None = None
+    public_address: str | None = field(default=None, metadata=flag(
+        "address clients should dial (a proxy or NAT mapping)", metavar="HOST:PORT", default_text="HOST:PORT"))
     """host:port clients dial (e.g. a proxy or NAT mapping); default host:port."""
-    torch_dtype: str = "auto"
+    torch_dtype: str = field(default="auto", metadata=flag(
+        "compute dtype; auto: the checkpoint's", choices=("auto", "float32", "bfloat16", "float16")))
     """auto (the checkpoint's), float32, bfloat16 or float16."""
-    cache_tokens: int = 8192
+    cache_tokens: int = field(default=8192, metadata=flag("KV-cache budget in tokens, all sessions together"))
     """KV-cache budget: tokens (batch rows x length) all open sessions may hold at once."""
-    max_alloc_timeout: float = 10.0
+    max_alloc_timeout: float = field(default=10.0, metadata=flag(
+        "seconds a session waits for cache room before RESOURCE_EXHAUSTED"))
     """How long a session that does not fit the cache budget waits for room."""
-    session_idle_timeout: float = 300.0
+    session_idle_timeout: float = field(default=300.0, metadata=flag("close sessions idle this many seconds"))
     """An inference session with no message for this long is closed."""
-    update_period: float = 30.0
+    update_period: float = field(default=30.0, metadata=flag("seconds between DHT announcements"))
     """Seconds between re-announcements of the server's record."""
-    drain_grace: float = 30.0
+    drain_grace: float = field(default=30.0, metadata=flag("on shutdown, seconds open sessions may finish"))
     """On shutdown, how long open sessions may keep stepping."""
-    identity_path: Path | None = None
+    push_timeout: float = field(default=5.0, metadata=flag(
+        "seconds a push to the next server of a chained route may take"))
+    """Timeout of a push to the next server of a chained route."""
+    balance_period: float = field(default=120.0, metadata=flag(
+        "mean seconds between rebalancing checks, jittered +-50%%"))
+    """Mean seconds between rebalancing checks (each jittered by +-50%)."""
+    balance_quality: float = field(default=0.95, metadata=flag(
+        "move only when the swarm gets faster by more than 1/Q (0 < Q <= 1; lower it for models that "
+        "load slowly)", metavar="Q"))
+    """Move only if the swarm would become faster by more than 1/balance_quality."""
+    throughput: float | None = field(default=None, metadata=flag(
+        "tokens/s per block to announce instead of measuring"))
+    """Override for the measured inference throughput (tokens/s per block)."""
+    metrics_port: int | None = field(default=None, metadata=flag(
+        "serve Prometheus metrics on this port of --host", default_text="off"))
+    """Port of the Prometheus metrics endpoint; None: no endpoint."""
+    identity_path: Path | None = field(default=None, metadata=flag(_IDENTITY_HELP, name="identity", metavar="FILE"))
     """Ed25519 key file; created on first run. None = a fresh identity each run."""
+    scheduling: Scheduling = field(default=Scheduling.PRIORITY, metadata=flag(
+        "compute queue order: priority (inference steps before Forward/Backward passes, which run a "
+        "block at a time) or fifo (arrival order, a whole pass at once; for comparison)"))
+    """Order of the compute thread's queue: inference steps first, or arrival order."""
+    batch_share: float = field(default=DEFAULT_BATCH_SHARE, metadata=flag(
+        "least share of a busy compute thread for Forward/Backward work under priority scheduling, "
+        "0 <= S < 1 (0: only when no step waits)", metavar="S", parse=parse_batch_share))
+    """Least share of a busy compute thread that Forward/Backward work gets (priority scheduling)."""
+    ready_file: Path | None = field(default=None, metadata=flag(_READY_HELP, metavar="PATH"))
+    """Where to write the server's facts once it serves (and again after each move)."""
     max_batch_size: int = 64
     """Most rows a session or forward call may have."""
     max_session_length: int = 8192
     """Most tokens one session may hold per row."""
     tensor_limits: TensorLimits = field(default_factory=lambda: TensorLimits(max_bytes=256 << 20))
     """Bounds on tensors decoded from requests."""
-    push_timeout: float = 5.0
-    """Timeout of a push to the next server of a chained route."""
     dht_timeout: float = 10.0
     """Timeout of each DHT operation."""
-    balance_period: float = 120.0
-    """Mean seconds between rebalancing checks (each jittered by +-50%)."""
-    balance_quality: float = 0.95
-    """Move only if the swarm would become faster by more than 1/balance_quality."""
-    metrics_port: int | None = None
-    """Port of the Prometheus metrics endpoint; None: no endpoint."""
-    throughput: float | None = None
-    """Override for the measured inference throughput (tokens/s per block)."""
-    scheduling: Scheduling = Scheduling.PRIORITY
-    """Order of the compute thread's queue: inference steps first, or arrival order."""
-    batch_share: float = DEFAULT_BATCH_SHARE
-    """Least share of a busy compute thread that Forward/Backward work gets (priority scheduling)."""
 
     @property
     def record_ttl(self) -> float:
         """Records outlive a few missed announcements, then vanish."""
         return self.update_period * 3
+
+
+@dataclass(frozen=True)
+class DhtNodeConfig:
+    """A DHT-only node (`swarm-node dht`): a bootstrap point that serves no blocks."""
+
+    port: int = field(metadata=flag("UDP port to listen on (0: any free port)"))
+    """UDP port; 0 picks a free one."""
+    host: str = field(default="0.0.0.0", metadata=flag("address to bind", default_text="all interfaces"))
+    """Interface the socket binds to."""
+    initial_peers: tuple[PeerAddress, ...] = field(default=(), metadata=flag(
+        "DHT nodes to join through (none: start a new swarm)", metavar="HOST:PORT"))
+    """DHT nodes to join through; empty starts a new swarm."""
+    identity_path: Path | None = field(default=None, metadata=flag(
+        "key file (created if missing) fixing the node id", name="identity", metavar="FILE"))
+    """Ed25519 key file the node id derives from; None: a random id each run."""
+    ready_file: Path | None = field(default=None, metadata=flag(_READY_HELP, metavar="PATH"))
+    """Where to write the node's facts once it is bound and has joined."""

@@ -11,62 +11,53 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 from typing import Any
 
+from node.config import DhtNodeConfig
+from node.ready_file import dialable, write_ready_file
 from swarm.cli import run_event_loop
-from swarm.dht import SwarmDHT, parse_address
+from swarm.config_flags import add_config_flags, config_from_args
+from swarm.dht import SwarmDHT
 from swarm.identity import Identity
 
 logger = logging.getLogger(__name__)
 
 
-def peer_address(text: str) -> tuple[str, int]:
-    """argparse type for HOST:PORT."""
-    try:
-        return parse_address(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def add_parser(subparsers: Any) -> None:
     """Adds the `dht` subcommand to `swarm-node`."""
     parser = subparsers.add_parser("dht", help="run a DHT-only bootstrap node", description=__doc__)
-    parser.add_argument("--port", type=int, required=True, help="UDP port to listen on (0: any free port)")
-    parser.add_argument("--host", default="0.0.0.0", help="address to bind (default: all interfaces)")
-    parser.add_argument(
-        "--initial-peers", nargs="*", type=peer_address, default=[], metavar="HOST:PORT",
-        help="DHT nodes to join through (none: start a new swarm)",
-    )
-    parser.add_argument(
-        "--identity", default=None, metavar="FILE", help="key file (created if missing) fixing the node id"
-    )
+    add_config_flags(parser, DhtNodeConfig)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs the node until SIGINT/SIGTERM; returns the exit code."""
-    node_id = None
-    if args.identity:
-        identity = Identity.load_or_create(args.identity)
-        node_id = bytes.fromhex(identity.server_id)
-    return run_event_loop(lambda: serve(args.host, args.port, args.initial_peers, node_id))
+    config = config_from_args(DhtNodeConfig, args)
+    return run_event_loop(lambda: serve(config))
 
 
-async def serve(host: str, port: int, initial_peers: list[tuple[str, int]], node_id: bytes | None) -> int:
+async def serve(config: DhtNodeConfig) -> int:
     """Starts the DHT node, waits for a stop signal, stops the node."""
+    node_id = None
+    if config.identity_path is not None:
+        node_id = bytes.fromhex(Identity.load_or_create(config.identity_path).server_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    dht = await SwarmDHT.start(host, port, initial_peers, node_id=node_id)
+    dht = await SwarmDHT.start(config.host, config.port, config.initial_peers, node_id=node_id)
     logger.info(
         "DHT node listening on %s:%d (node id %s, %d peers known)",
-        host, dht.port, dht.node.node_id.hex()[:8], dht.num_peers,
+        config.host, dht.port, dht.node.node_id.hex()[:8], dht.num_peers,
     )
     try:
+        if config.ready_file is not None:
+            write_ready_file(config.ready_file, {"kind": "dht", "pid": os.getpid(),
+                                                 "dht_address": dialable(config.host, dht.port)})
         await stop.wait()
     finally:
-        logger.info("DHT node on %s:%d stopping", host, dht.port)
+        logger.info("DHT node on %s:%d stopping", config.host, dht.port)
         await dht.stop()
     return 0

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
 import time
 from pathlib import Path
 
 import torch
 
+from swarm import settings
 from swarm.model.families import BlockStack
 from swarm.records import BlockRange, Throughput
 
@@ -27,8 +27,7 @@ FORWARD_TOKENS = 128
 
 
 def cache_path() -> Path:
-    root = Path(os.environ.get("SWARM_LLM_CACHE", Path.home() / ".cache" / "swarm-llm"))
-    return root / "throughput.json"
+    return settings.cache_root() / "throughput.json"
 
 
 def hardware_key(stack: BlockStack, model_name: str, quantization: str) -> str:

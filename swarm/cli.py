@@ -46,13 +46,3 @@ def run_event_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main())
 
-
-def peer_arg(text: str) -> str:
-    """argparse type of a HOST:PORT peer: checked here, passed on as written."""
-    from swarm.dht import parse_address
-
-    try:
-        parse_address(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text

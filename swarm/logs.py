@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
+
+from swarm import settings
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def setup_logging(verbose: bool = False) -> None:
     """Configures the root logger once; SWARM_LOG_LEVEL overrides the level."""
-    level_name = os.environ.get("SWARM_LOG_LEVEL", "DEBUG" if verbose else "INFO")
+    level_name = settings.log_level(verbose)
     logging.basicConfig(level=getattr(logging, level_name.upper(), logging.INFO), format=_FORMAT)
     # kademlia and rpcudp log every datagram at DEBUG and every failed ping at WARNING
     for noisy in ("kademlia", "rpcudp"):

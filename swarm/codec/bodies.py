@@ -7,7 +7,7 @@ non-negative speeds, at most `MAX_NEXT_HOPS` next-hop latencies keyed by server 
 Failures raise `RecordRejected` saying which field is wrong.
 
 The limits below are part of the contract: they bound the size of every entry, which in
-turn bounds DHT requests (< 8 KB) and answers (one UDP datagram); see `swarm.dht.limits`.
+turn bounds DHT requests (< 8 KB) and answers (one UDP datagram); see `swarm.dht.config`.
 Signing, keys and expiry are `swarm.codec.entries`' business, not this module's.
 """
 

@@ -11,8 +11,8 @@
 Signing and verifying entries is `swarm.codec.entries`; identities `swarm.identity`.
 """
 
-from swarm.dht.config import DhtConfig, parse_address
+from swarm.dht.config import DhtConfig
 from swarm.dht.swarm_dht import SwarmDHT
 from swarm.dht.swarm_map import AnnouncedModel, ServerView, SwarmMap
 
-__all__ = ["DhtConfig", "parse_address", "AnnouncedModel", "ServerView", "SwarmDHT", "SwarmMap"]
+__all__ = ["DhtConfig", "AnnouncedModel", "ServerView", "SwarmDHT", "SwarmMap"]

@@ -70,11 +70,3 @@ class DhtConfig:
     storage: StorageLimits = field(default_factory=StorageLimits)
     """Bounds on what this node stores."""
 
-
-def parse_address(text: str) -> tuple[str, int]:
-    """"HOST:PORT" (as on the command line; IPv6 as "[::1]:PORT") to (host, port)."""
-    host, sep, port = text.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)

@@ -1,6 +1,6 @@
 """`SwarmDHT`: what node/ and client/ use to publish and find servers on the DHT.
 
-    dht = await SwarmDHT.start("0.0.0.0", 31337, [("bootstrap.example", 31337)])
+    dht = await SwarmDHT.start("0.0.0.0", 31337, [PeerAddress("bootstrap.example", 31337)])
     await dht.announce(identity, record, ttl=120)       # a server, every period
     entries = await dht.get_block_entries(model, 7)     # a client routing
     swarm = await dht.get_swarm_map(model)              # `swarm status`
@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Iterable, Sequence
 from types import TracebackType
 from typing import TypeVar
 
+from swarm.addresses import PeerAddress
 from swarm.codec.entries import VerifiedEntry, sign_entry
 from swarm.dht import keys
 from swarm.dht.config import DhtConfig
@@ -51,7 +52,7 @@ class SwarmDHT:
         cls,
         host: str = "0.0.0.0",
         port: int = 0,
-        initial_peers: Sequence[tuple[str, int]] = (),
+        initial_peers: Sequence[PeerAddress] = (),
         *,
         config: DhtConfig = DhtConfig(),
         node_id: bytes | None = None,
@@ -69,14 +70,15 @@ class SwarmDHT:
         if not initial_peers:
             return dht
         try:
-            reached = await asyncio.wait_for(node.bootstrap(initial_peers), config.bootstrap_timeout)
+            reached = await asyncio.wait_for(node.bootstrap([(p.host, p.port) for p in initial_peers]),
+                                             config.bootstrap_timeout)
         except TimeoutError:
             reached = 0
         except BaseException:  # cancelled while joining: release the socket and the task
             await dht.stop()
             raise
         if not reached:
-            logger.warning("no initial DHT peer of %s answered; will retry", list(initial_peers))
+            logger.warning("no initial DHT peer of %s answered; will retry", " ".join(map(str, initial_peers)))
         return dht
 
     @property

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,10 +11,12 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.masking_utils import create_causal_mask
 
 from client.model import AutoDistributedModelForCausalLM, DistributedModelForCausalLM
-from swarm.dht import SwarmDHT, parse_address
+from swarm.addresses import PeerAddress
+from swarm.dht import SwarmDHT
 from swarm.records import ServerRecord
 from tests.integration.conftest import RunningSwarm
 from tests.integration.slicing_models import VOCAB
+from tests.wait import wait_for_value
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +137,7 @@ def test_gradients_flow_through_remote_blocks(client: DistributedModelForCausalL
 
 async def _published_records(peer: str) -> dict[int, ServerRecord]:
     """The full records of the swarm's tiny-llama servers, by first block."""
-    dht = await SwarmDHT.start("127.0.0.1", 0, [parse_address(peer)])
+    dht = await SwarmDHT.start("127.0.0.1", 0, [PeerAddress.parse(peer)])
     try:
         swarm_map = await dht.get_swarm_map("tiny-llama", 6)
         records = [await dht.get_record(s.server_id) for s in swarm_map.servers]
@@ -146,13 +147,12 @@ async def _published_records(peer: str) -> dict[int, ServerRecord]:
 
 
 def test_servers_publish_next_hop_latencies(llama_swarm: RunningSwarm) -> None:
-    deadline = time.monotonic() + 20
-    while True:
+    def published() -> dict[int, ServerRecord] | None:
         by_start = asyncio.run(_published_records(llama_swarm.peers[0]))
-        if len(by_start) == 3 and by_start[0].next_hop_rtt_ms and by_start[2].next_hop_rtt_ms:
-            break
-        assert time.monotonic() < deadline, f"no next-hop latencies published: {by_start}"
-        time.sleep(0.5)
+        measured = len(by_start) == 3 and by_start[0].next_hop_rtt_ms and by_start[2].next_hop_rtt_ms
+        return by_start if measured else None
+
+    by_start = wait_for_value(published, 20, "all three servers publish their next-hop latencies", interval=0.5)
     # each server measured the server of the blocks right after its own, and only that one
     assert set(by_start[0].next_hop_rtt_ms) == {by_start[2].server_id}
     assert set(by_start[2].next_hop_rtt_ms) == {by_start[4].server_id}

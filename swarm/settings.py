@@ -1,0 +1,32 @@
+"""Every environment variable the runtime packages (swarm, node, client) read, read here.
+
+    SWARM_LOG_LEVEL   level of the root logger set up by the CLIs (DEBUG, INFO, WARNING,
+                      ...); unset: INFO, or DEBUG with --verbose (`swarm.logs`)
+    SWARM_LLM_CACHE   root of swarm-llm's cache: the converted default model
+                      (`swarm.default_model`) and measured throughputs
+                      (`node.throughput`); unset: ~/.cache/swarm-llm
+
+Each function reads the environment when called (tests and launchers set variables
+after import). Not here: command-line flags (`swarm.config_flags` builds them from the
+config dataclasses) and variables that dev tools under client/bench or scripts/ read
+for themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+LOG_LEVEL_ENV = "SWARM_LOG_LEVEL"
+CACHE_ENV = "SWARM_LLM_CACHE"
+
+
+def log_level(verbose: bool = False) -> str:
+    """The root logger's level name: $SWARM_LOG_LEVEL, else DEBUG if verbose, else INFO."""
+    return os.environ.get(LOG_LEVEL_ENV) or ("DEBUG" if verbose else "INFO")
+
+
+def cache_root() -> Path:
+    """Root of swarm-llm's cache: $SWARM_LLM_CACHE, else ~/.cache/swarm-llm."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "swarm-llm"
