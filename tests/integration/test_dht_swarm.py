@@ -21,6 +21,7 @@ from swarm.dht import DhtConfig, SwarmDHT, keys
 from swarm.identity import Identity
 from swarm.records import ServerRecord
 from tests.dht_factories import MODEL, block_entry, make_record
+from tests.wait import async_wait_until
 
 CONFIG = DhtConfig(ksize=8, rpc_timeout=1.0, lookup_timeout=5.0, bootstrap_timeout=5.0)
 RANGES = [(0, 4), (2, 8), (6, 12), (0, 12), (4, 6)]
@@ -89,10 +90,9 @@ async def test_records_expire_after_their_ttl_and_reannouncing_refreshes() -> No
         await nodes[1].announce(kept, make_record(kept, (0, 2)), ttl=1.5)
         first = await nodes[5].get_record(gone.server_id)
         assert first is not None and await nodes[6].get_record(kept.server_id) is not None
-        await asyncio.sleep(0.8)
         # refreshed for long: the checks below may take a while on a loaded machine
         await nodes[1].announce(kept, make_record(kept, (0, 2)), ttl=60)
-        await asyncio.sleep(max(0.0, first.expiration - time.time()) + 0.2)
+        await async_wait_until(lambda: time.time() > first.expiration, 5, "the first records' expiry time")
 
         async def check(node: SwarmDHT) -> None:
             assert await node.get_record(gone.server_id) is None
@@ -166,6 +166,27 @@ def _junk(node_id: bytes) -> list[bytes]:
     ]
 
 
+async def _read_through(sock: socket.socket, port: int, timeout: float = 10.0) -> None:
+    """Returns once the node at `port` has read every datagram `sock` sent it so far.
+
+    A node handles one socket's datagrams in arrival order (loopback keeps the order), so
+    its answer to a request sent after them proves it read them all.
+    """
+    msg_id = os.urandom(20)
+    sock.setblocking(False)
+    sock.sendto(b"\x00" + msg_id + umsgpack.packb(["stun", []]), ("127.0.0.1", port))
+
+    def answered() -> bool:
+        # polled, not awaited on the loop: uvloop has no sock_recvfrom
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                if sock.recvfrom(65536)[0][:21] == b"\x01" + msg_id:
+                    return True
+        return False
+
+    await async_wait_until(answered, timeout, f"the node at port {port} answers after the junk")
+
+
 async def test_junk_datagrams_do_not_crash_nodes(caplog: pytest.LogCaptureFixture) -> None:
     async with swarm(12) as nodes:
         records = await announce_servers(nodes[:2])
@@ -175,10 +196,9 @@ async def test_junk_datagrams_do_not_crash_nodes(caplog: pytest.LogCaptureFixtur
             for node in nodes:
                 for datagram in _junk(node.node.node_id):
                     sock.sendto(datagram, ("127.0.0.1", node.port))
-                await asyncio.sleep(0.01)  # let the node read them
+                await _read_through(sock, node.port)
         finally:
             sock.close()
-        await asyncio.sleep(0.2)
         for node in nodes:
             for server_id in records:
                 assert await node.get_record(server_id) is not None
@@ -229,11 +249,8 @@ async def test_a_joining_node_receives_the_keys_it_is_near_to() -> None:
         newcomer = await SwarmDHT.start("127.0.0.1", 0, [("127.0.0.1", nodes[0].port)], config=CONFIG)
         try:
             dkey = keys.key_digest(keys.server_key(server.server_id))
-            for _ in range(100):
-                if newcomer.node.storage.get(dkey, time.time()):
-                    break
-                await asyncio.sleep(0.02)
-            assert newcomer.node.storage.get(dkey, time.time()), "the key was not handed to the newcomer"
+            await async_wait_until(lambda: newcomer.node.storage.get(dkey, time.time()), 2,
+                                   "the key is handed to the newcomer")
             await nodes[0].stop()
             assert await newcomer.get_record(server.server_id) is not None  # from its own storage
         finally:
@@ -262,8 +279,8 @@ def test_works_under_uvloop() -> None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             for datagram in _junk(nodes[0].node.node_id):
                 sock.sendto(datagram, ("127.0.0.1", nodes[0].port))
+            await _read_through(sock, nodes[0].port)
             sock.close()
-            await asyncio.sleep(0.1)
             swarm_map = await nodes[-1].get_swarm_map(MODEL)
             assert {s.server_id for s in swarm_map.servers} == set(records)
 

@@ -16,10 +16,11 @@ import pytest
 import torch
 
 from node.backend import BlockBackend
-from swarm.model.families import load_block_stack
 from node.scheduler import Priority, Scheduling
+from swarm.model.families import load_block_stack
 from swarm.records import BlockRange
 from tests.integration.slicing_models import FAMILY_NAMES, save_checkpoint
+from tests.wait import async_wait_until
 
 BLOCKS = BlockRange(0, 6)
 
@@ -70,11 +71,11 @@ async def _finishing_order(backend: BlockBackend) -> list[str]:
     hidden = torch.randn(4, 16, backend.hidden_size)
     passing = asyncio.create_task(backend.forward(BLOCKS, hidden, None))
     passing.add_done_callback(lambda _: finished.append("forward"))
-    await asyncio.sleep(0.05)  # the pass's first piece is queued
+    await async_wait_until(lambda: backend.executor.queued == 1, 10, "the pass's first piece is queued")
     cache = backend.new_cache(BLOCKS)
     stepping = asyncio.create_task(backend.step(cache, BLOCKS, torch.randn(1, 3, backend.hidden_size), 0, None, None))
     stepping.add_done_callback(lambda _: finished.append("step"))
-    await asyncio.sleep(0.05)
+    await async_wait_until(lambda: backend.executor.queued == 2, 10, "the step is queued behind the pass")
     gate.set()
     await asyncio.gather(passing, stepping)
     busy.result(10)
