@@ -2,12 +2,14 @@
 
 A server that fails is banned for `base_s`, doubling with each consecutive failure up to
 `max_s`; a success forgets its record. A banned server gets no new sessions until the ban
-expires.
+expires. `fails_over` says which errors are worth another server at all.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from swarm.errors import RemoteInvalidInput, SwarmError
 
 
 @dataclass
@@ -35,3 +37,14 @@ class BanList:
 
     def banned(self, now: float) -> frozenset[str]:
         return frozenset(s for s, until in self._until.items() if until > now)
+
+
+def fails_over(error: SwarmError) -> bool:
+    """Whether another server may succeed where this error came from (decided by class).
+
+    A request a server rejected as malformed (`RemoteInvalidInput`) would be rejected by
+    any other: it is raised at once. Everything else (unreachable, died, hung, draining,
+    full, refused the blocks or the session) is worth another server.
+    """
+    # (a malformed answer FROM a server, a local CodecError, is that server's fault: fail over)
+    return not isinstance(error, RemoteInvalidInput)

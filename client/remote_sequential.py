@@ -15,12 +15,13 @@ from typing import Any
 
 import torch
 
+from client.ban_policy import fails_over
 from client.inference_session import RemoteInferenceSession
 from client.runtime import LoopThread
 from client.session_handle import InferenceSession
 from client.swarm_client import SwarmClient
-from client.transport import forward as forward_call
-from swarm.errors import RemoteError, SwarmError
+from client.transport import Transport
+from swarm.errors import SwarmError
 from swarm.protocol import ForwardCall
 from swarm.records import BlockRange
 
@@ -41,9 +42,11 @@ class RemoteSequential(torch.nn.Module):
     """Blocks `span` of `model` served by the swarm, callable on hidden states."""
 
     def __init__(self, client: SwarmClient, loop: LoopThread, model: str, num_blocks: int,
-                 span: BlockRange | None = None) -> None:
+                 span: BlockRange | None = None, transport: Transport | None = None) -> None:
         super().__init__()
         self.client = client
+        self.transport = transport or client.transport
+        """How calls reach servers (the client's gRPC transport unless a test injects one)."""
         self.loop = loop
         self.model = model
         self.num_blocks = num_blocks
@@ -56,11 +59,11 @@ class RemoteSequential(torch.nn.Module):
         blocks = range(self.span.start, self.span.end)[index]
         if isinstance(blocks, int):
             return RemoteSequential(self.client, self.loop, self.model, self.num_blocks,
-                                    BlockRange(blocks, blocks + 1))
+                                    BlockRange(blocks, blocks + 1), self.transport)
         if blocks.step != 1 or len(blocks) == 0:
             raise IndexError(f"remote blocks can only be sliced into contiguous, non-empty ranges: {index}")
         return RemoteSequential(self.client, self.loop, self.model, self.num_blocks,
-                                BlockRange(blocks.start, blocks.stop))
+                                BlockRange(blocks.start, blocks.stop), self.transport)
 
     def __repr__(self) -> str:
         return f"RemoteSequential(model={self.model!r}, blocks={self.span})"
@@ -74,7 +77,7 @@ class RemoteSequential(torch.nn.Module):
                           dtype: torch.dtype = torch.float32) -> InferenceSession:
         """A KV-cache session over these blocks; step it with hidden states."""
         remote = RemoteInferenceSession(self.client, self.model, self.num_blocks, self.span,
-                                        batch_size, max_length, dtype)
+                                        batch_size, max_length, dtype, self.transport)
         return InferenceSession(remote, self.loop)
 
     # ---- async work on the client loop ------------------------------------------
@@ -91,9 +94,7 @@ class RemoteSequential(torch.nn.Module):
                 address = addresses[segment.server_id]
                 call = ForwardCall(self.model, segment.blocks, (x,) if mask is None else (x, mask))
                 try:
-                    y = await forward_call(self.client.pool, address, call,
-                                           self.client.config.forward_timeout,
-                                           self.client.config.tensor_limits)
+                    y = await self.transport.forward(address, call, self.client.config.forward_timeout)
                 except SwarmError as error:
                     retries = self._failed(segment.server_id, error, retries)
                     break
@@ -107,10 +108,8 @@ class RemoteSequential(torch.nn.Module):
         for hop in reversed(hops):
             tensors = (hop.inputs, grad) if mask is None else (hop.inputs, grad, mask)
             try:
-                grad = await forward_call(self.client.pool, hop.address,
-                                          ForwardCall(self.model, hop.blocks, tensors),
-                                          self.client.config.forward_timeout,
-                                          self.client.config.tensor_limits, backward=True)
+                grad = await self.transport.forward(hop.address, ForwardCall(self.model, hop.blocks, tensors),
+                                                    self.client.config.forward_timeout, backward=True)
             except SwarmError as error:
                 retries = self._failed(hop.server_id, error, retries)
                 # recompute this hop's blocks elsewhere, then go back through them
@@ -119,9 +118,7 @@ class RemoteSequential(torch.nn.Module):
         return grad
 
     def _failed(self, server_id: str, error: SwarmError, retries: int) -> int:
-        if isinstance(error, RemoteError) and error.code == "INVALID_ARGUMENT":
-            raise error
-        if retries >= self.client.config.max_retries:
+        if not fails_over(error) or retries >= self.client.config.max_retries:
             raise error
         logger.warning("server %s failed a batch call (%s); re-routing", server_id[:8], error)
         self.client.ban(server_id)

@@ -1,4 +1,7 @@
-"""One segment of a session's route: a server's stream and the task that reads it.
+"""A live segment of a session's route: a server's open stream and the task that reads it.
+
+(`client.routing.Segment` is the plan, a server and its blocks; `SegmentStream` is that
+plan opened: a session on the server, read in the background.)
 
 Each segment's results are read by its own task and posted, in stream order, to the
 session's event queue, so that a step can finish as soon as the LAST server answers
@@ -20,8 +23,8 @@ from swarm.records import BlockRange
 
 
 @dataclass(eq=False)
-class Segment:
-    """A server computing `blocks` for the session, over its own stream."""
+class SegmentStream:
+    """A server computing `blocks` for the session, over its own open stream."""
 
     server_id: str
     blocks: BlockRange
@@ -65,4 +68,5 @@ class Segment:
             self._reader = None
 
 
-SegmentEvent = tuple[Segment, InferenceResult | SwarmError]
+SegmentEvent = tuple[SegmentStream, InferenceResult | SwarmError]
+"""A result read from a segment's stream, or the error that ended it."""

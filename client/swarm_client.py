@@ -1,6 +1,6 @@
 """The client's view of the swarm: who serves which blocks, whom to avoid, which route.
 
-Owns the client's DHT node, its gRPC channels and its ban list. Runs on the client's
+Owns the client's DHT node, its transport (gRPC channels) and its ban list. Runs on the client's
 event loop (see `client.runtime`). Route choice itself is the pure `client.routing`.
 """
 
@@ -24,7 +24,8 @@ from client.routing import (
     find_route,
     sample_forward_route,
 )
-from client.transport import ChannelPool, ping
+from client.grpc_transport import GrpcTransport
+from client.transport import Transport
 from swarm.dht import DhtConfig, SwarmDHT
 from swarm.errors import NoRoute, SwarmError
 from swarm.records import BlockEntry, BlockRange, ServerRecord, ServerState
@@ -42,10 +43,12 @@ class _Snapshot:
 class SwarmClient:
     """Finds servers on the DHT and picks routes through them."""
 
-    def __init__(self, config: ClientConfig, dht: SwarmDHT, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: ClientConfig, dht: SwarmDHT, clock: Callable[[], float] = time.monotonic,
+                 transport: Transport | None = None) -> None:
         self.config = config
         self.dht = dht
-        self.pool = ChannelPool()
+        self.transport: Transport = transport or GrpcTransport(config.tensor_limits)
+        """How sessions and batch calls reach servers (tests inject a fake)."""
         self.bans = BanList(config.ban_base_s, config.ban_max_s)
         self.rtt = RttTracker()
         self._clock = clock
@@ -62,7 +65,7 @@ class SwarmClient:
         return cls(config, dht)
 
     async def close(self) -> None:
-        await self.pool.close()
+        await self.transport.close()
         await self.dht.stop()
 
     async def entries(self, model: str, num_blocks: int, refresh: bool = False) -> dict[str, BlockEntry]:
@@ -109,9 +112,9 @@ class SwarmClient:
             address, fresh = entries[server_id].address, self.rtt.get(server_id) is None
             async with limit:
                 try:
-                    sample = await ping(self.pool, address, self.config.probe_timeout)
+                    sample = await self.transport.ping(address, self.config.probe_timeout)
                     if fresh:  # the first call also set up the connection: measure again
-                        sample = await ping(self.pool, address, self.config.probe_timeout)
+                        sample = await self.transport.ping(address, self.config.probe_timeout)
                 except SwarmError as error:
                     logger.debug("probe of %s failed: %s", address, error)
                     return
@@ -127,6 +130,10 @@ class SwarmClient:
     def ban(self, server_id: str) -> None:
         duration = self.bans.ban(server_id, self._clock())
         logger.warning("server %s banned for %.1f s", server_id[:8], duration)
+
+    def succeeded(self, server_id: str) -> None:
+        """Forgets the server's past failures: it answered."""
+        self.bans.succeeded(server_id)
 
     async def route(
         self,

@@ -12,13 +12,15 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from client.transport import CHANNEL_OPTIONS, ChannelPool, InferenceStream, server_info
+from client.grpc_transport import GrpcInferenceStream
+from client.grpc_transport import GrpcTransport
 from node.push_client import PushClient
 from swarm.codec import messages
 from swarm.codec.tensors import DEFAULT_LIMITS
-from swarm.errors import RemoteError
+from swarm.errors import PeerRefused, PeerTimedOut, RemoteError, RemoteInvalidInput
 from swarm.protocol import ForwardCall, InferenceOpen, InferenceStep, PushedStep
 from swarm.records import BlockRange
+from swarm.rpc import CHANNEL_OPTIONS, ChannelPool
 from swarm.v1 import block_service_pb2 as pb
 from swarm.v1 import block_service_pb2_grpc
 from tests.integration.conftest import RunningSwarm
@@ -63,7 +65,7 @@ async def pool() -> AsyncIterator[ChannelPool]:
 async def _expect(pool: ChannelPool, address: str, open_: InferenceOpen, step: InferenceStep | None,
                   code: str, match: str) -> None:
     with pytest.raises(RemoteError) as info:
-        stream = await InferenceStream.open(pool, address, open_, 5.0, DEFAULT_LIMITS)
+        stream = await GrpcInferenceStream.open(pool, address, open_, 5.0, DEFAULT_LIMITS)
         if step is not None:
             await stream.step(step, 5.0)
     assert info.value.code == code, info.value
@@ -73,7 +75,7 @@ async def _expect(pool: ChannelPool, address: str, open_: InferenceOpen, step: I
 async def test_bad_requests_get_clear_statuses_while_others_are_served(
         llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
     address = llama_swarm.servers[0].address
-    good = await InferenceStream.open(pool, address, _open(max_length=64), 5.0, DEFAULT_LIMITS)
+    good = await GrpcInferenceStream.open(pool, address, _open(max_length=64), 5.0, DEFAULT_LIMITS)
     position = 0
 
     async def good_step() -> None:
@@ -100,13 +102,13 @@ async def test_bad_requests_get_clear_statuses_while_others_are_served(
 
 async def test_cache_budget_waits_then_says_what_was_asked(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
     address = llama_swarm.servers[1].address
-    holder = await InferenceStream.open(pool, address, _open(BlockRange(2, 4), max_length=3000), 5.0,
+    holder = await GrpcInferenceStream.open(pool, address, _open(BlockRange(2, 4), max_length=3000), 5.0,
                                         DEFAULT_LIMITS)
     await _expect(pool, address, _open(BlockRange(2, 4), max_length=3000), None, "RESOURCE_EXHAUSTED",
                   "asks for 3000 cache tokens; only 1096 of 4096 were free after waiting 0.5 s")
     # once the first session closes, the same request fits
     await holder.close(5.0)
-    again = await InferenceStream.open(pool, address, _open(BlockRange(2, 4), max_length=3000), 5.0,
+    again = await GrpcInferenceStream.open(pool, address, _open(BlockRange(2, 4), max_length=3000), 5.0,
                                        DEFAULT_LIMITS)
     await again.close(5.0)
 
@@ -130,7 +132,7 @@ async def test_protocol_violations(llama_swarm: RunningSwarm) -> None:
 async def test_push_to_unknown_or_closed_session(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
     address = llama_swarm.servers[0].address
     open_ = _open()
-    stream = await InferenceStream.open(pool, address, open_, 5.0, DEFAULT_LIMITS)
+    stream = await GrpcInferenceStream.open(pool, address, open_, 5.0, DEFAULT_LIMITS)
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = block_service_pb2_grpc.BlockServiceStub(channel)
         # a push into the open session is answered on the session's own stream
@@ -150,7 +152,7 @@ async def test_push_stream_feeds_a_session_then_rejects_an_unknown_one(
 ) -> None:
     address = llama_swarm.servers[0].address
     open_ = _open()
-    stream = await InferenceStream.open(pool, address, open_, 5.0, DEFAULT_LIMITS)
+    stream = await GrpcInferenceStream.open(pool, address, open_, 5.0, DEFAULT_LIMITS)
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = block_service_pb2_grpc.BlockServiceStub(channel)
         call = stub.PushStream()
@@ -173,38 +175,38 @@ async def test_push_stream_feeds_a_session_then_rejects_an_unknown_one(
 
 
 async def test_idle_session_times_out(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
-    stream = await InferenceStream.open(pool, llama_swarm.servers[2].address, _open(BlockRange(4, 6)), 5.0,
+    stream = await GrpcInferenceStream.open(pool, llama_swarm.servers[2].address, _open(BlockRange(4, 6)), 5.0,
                                         DEFAULT_LIMITS)
     await asyncio.sleep(3.5)
-    with pytest.raises(RemoteError) as info:
+    with pytest.raises(PeerTimedOut) as info:
         await stream.step(_step(), 5.0)
     assert info.value.code == "DEADLINE_EXCEEDED" and "idle" in str(info.value)
 
 
 async def test_forward_rejects_bad_calls(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
-    from client.transport import forward
-
+    transport = GrpcTransport(DEFAULT_LIMITS, pool)
     address = llama_swarm.servers[0].address
-    ok = await forward(pool, address, ForwardCall("tiny-llama", BlockRange(0, 2), (torch.randn(2, 3, HIDDEN),)),
-                       10.0, DEFAULT_LIMITS)
+    ok = await transport.forward(address, ForwardCall("tiny-llama", BlockRange(0, 2), (torch.randn(2, 3, HIDDEN),)),
+                                 10.0)
     assert ok.shape == (2, 3, HIDDEN)
     bad = [
-        (ForwardCall("tiny-llama", BlockRange(0, 2), (torch.randn(2, 3, 7),)), "INVALID_ARGUMENT"),
+        (ForwardCall("tiny-llama", BlockRange(0, 2), (torch.randn(2, 3, 7),)), RemoteInvalidInput),
         (ForwardCall("tiny-llama", BlockRange(0, 2), (torch.ones(2, 3, HIDDEN, dtype=torch.int64),)),
-         "INVALID_ARGUMENT"),
-        (ForwardCall("tiny-llama", BlockRange(2, 4), (torch.randn(1, 3, HIDDEN),)), "NOT_FOUND"),
+         RemoteInvalidInput),
+        (ForwardCall("tiny-llama", BlockRange(2, 4), (torch.randn(1, 3, HIDDEN),)), PeerRefused),
         (ForwardCall("tiny-llama", BlockRange(0, 2), (torch.randn(1, 3, HIDDEN), torch.ones(1, 4))),
-         "INVALID_ARGUMENT"),
+         RemoteInvalidInput),
     ]
-    for call, code in bad:
+    for call, error_type in bad:
         with pytest.raises(RemoteError) as info:
-            await forward(pool, address, call, 10.0, DEFAULT_LIMITS)
-        assert info.value.code == code, info.value
+            await transport.forward(address, call, 10.0)
+        # the typed error, carrying the peer it came from
+        assert type(info.value) is error_type and info.value.peer == address, info.value
 
 
 async def test_info_health_and_reflection(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
     address = llama_swarm.servers[0].address
-    info = await server_info(pool, address, 5.0)
+    info = await GrpcTransport(DEFAULT_LIMITS, pool).info(address, 5.0)
     assert info.free_cache_tokens <= 4096 and len(info.signed_record) > 64
     async with grpc.aio.insecure_channel(address) as channel:
         health = await health_pb2_grpc.HealthStub(channel).Check(
@@ -240,12 +242,13 @@ def test_metrics_count_steps_and_errors(llama_swarm: RunningSwarm) -> None:
 
 
 async def test_event_loop_keeps_serving_during_long_compute(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
-    from client.transport import forward, ping
+    from swarm.rpc import ping
 
+    transport = GrpcTransport(DEFAULT_LIMITS, pool)
     address = llama_swarm.servers[1].address
     big = ForwardCall("tiny-llama", BlockRange(2, 4), (torch.randn(8, 2048, HIDDEN),))
     began = asyncio.get_running_loop().time()
-    job = asyncio.create_task(forward(pool, address, big, 60.0, DEFAULT_LIMITS))
+    job = asyncio.create_task(transport.forward(address, big, 60.0))
     await asyncio.sleep(0.05)  # the forward is computing now
     pings = []
     while not job.done():
@@ -262,7 +265,7 @@ async def test_event_loop_keeps_serving_during_long_compute(llama_swarm: Running
 async def test_push_client_reports_a_rejected_stream(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
     address = llama_swarm.servers[0].address
     open_ = _open()
-    stream = await InferenceStream.open(pool, address, open_, 5.0, DEFAULT_LIMITS)
+    stream = await GrpcInferenceStream.open(pool, address, open_, 5.0, DEFAULT_LIMITS)
     pusher = PushClient(5.0)
     try:
         for step_id in range(2):

@@ -1,0 +1,175 @@
+"""The real `Transport`: block-server calls over gRPC, the client's only contact with grpc.
+
+Channels, options, the ping and the status -> error mapping come from `swarm.rpc`; this
+module adds the calls themselves (an Inference stream, Forward/Backward, Info) with a
+timeout on every await. A failed call surfaces as a typed `swarm.errors` error with the
+peer's address, never as `grpc.aio.AioRpcError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+import grpc
+import torch
+
+from swarm.codec import messages
+from swarm.codec.limits import TensorLimits
+from swarm.errors import PeerUnavailable, SwarmError
+from swarm.protocol import (
+    ForwardCall,
+    InferenceClose,
+    InferenceClosed,
+    InferenceOpen,
+    InferenceOpened,
+    InferenceResult,
+    InferenceStep,
+    ServerInfo,
+)
+from swarm.rpc import CALL_FAILURES, ChannelPool, error_from_status, ping, rpc_errors
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+async def _timed(awaitable: Awaitable[T], timeout: float) -> T:
+    return await asyncio.wait_for(awaitable, timeout)
+
+
+class GrpcInferenceStream:
+    """An open Inference call to one server (implements `client.transport.InferenceStream`)."""
+
+    def __init__(self, call: Any, address: str, limits: TensorLimits, opened: InferenceOpened) -> None:
+        self._call = call
+        self.address = address
+        self.server_id = opened.server_id
+        self._limits = limits
+
+    @classmethod
+    async def open(
+        cls, pool: ChannelPool, address: str, request: InferenceOpen, timeout: float,
+        limits: TensorLimits,
+    ) -> GrpcInferenceStream:
+        call = pool.stub(address).Inference()
+        with rpc_errors(address, f"opening session for blocks {request.blocks}"):
+            try:
+                await _timed(call.write(messages.encode_inference_request(request)), timeout)
+                reply = messages.decode_inference_response(await _timed(call.read(), timeout), limits)
+            except BaseException:
+                call.cancel()
+                raise
+        if reply is grpc.aio.EOF or not isinstance(reply, InferenceOpened):
+            call.cancel()
+            raise PeerUnavailable(f"{address} did not open the session", peer=address)
+        return cls(call, address, limits, reply)
+
+    async def send(self, step: InferenceStep, timeout: float) -> None:
+        """Sends a step without waiting for its result."""
+        what = f"step {step.step_id}"
+        with rpc_errors(self.address, what):
+            try:
+                await _timed(self._call.write(messages.encode_inference_request(step)), timeout)
+            except asyncio.InvalidStateError:
+                raise await self._ended(what, timeout) from None
+
+    async def receive(self, step_id: int, timeout: float) -> InferenceResult:
+        """The result of step `step_id` (sent by us or pushed by the previous server)."""
+        what = f"step {step_id}"
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            with rpc_errors(self.address, what):
+                left = deadline - asyncio.get_running_loop().time()
+                message = await _timed(self._call.read(), max(left, 0.0))
+                if message is grpc.aio.EOF:
+                    raise await self._ended(what, timeout)
+                reply = messages.decode_inference_response(message, self._limits)
+            # a step pushed twice (its first pusher died after pushing and was replaced)
+            # is answered twice: skip the stale copy
+            if not (isinstance(reply, InferenceResult) and reply.step_id < step_id):
+                break
+        if not isinstance(reply, InferenceResult) or reply.step_id != step_id:
+            raise PeerUnavailable(f"{self.address} answered step {step_id} out of order", peer=self.address)
+        return reply
+
+    async def next_result(self) -> InferenceResult:
+        """The next result on the stream, whatever its step (no timeout: readers wait)."""
+        what = "next result"
+        with rpc_errors(self.address, what):
+            message = await self._call.read()
+            if message is grpc.aio.EOF:
+                raise await self._ended(what, 10.0)
+            reply = messages.decode_inference_response(message, self._limits)
+        if not isinstance(reply, InferenceResult):
+            raise PeerUnavailable(f"{self.address} sent {type(reply).__name__} instead of a result",
+                                  peer=self.address)
+        return reply
+
+    async def step(self, step: InferenceStep, timeout: float) -> torch.Tensor:
+        """Sends a step and returns its output hidden states."""
+        await self.send(step, timeout)
+        return (await self.receive(step.step_id, timeout)).hidden_states
+
+    async def _ended(self, what: str, timeout: float) -> SwarmError:
+        """The error for a call the server has ended: read its status."""
+        code = await _timed(self._call.code(), timeout)
+        return error_from_status(code, await self._call.details(), self.address, what)
+
+    async def close(self, timeout: float) -> None:
+        """Closes politely; a server that is already gone is not an error here."""
+        try:
+            await _timed(self._call.write(messages.encode_inference_request(InferenceClose())), timeout)
+            reply = await _timed(self._call.read(), timeout)
+            if reply is not grpc.aio.EOF and not isinstance(
+                messages.decode_inference_response(reply, self._limits), InferenceClosed
+            ):
+                logger.debug("%s answered close with something else", self.address)
+            await _timed(self._call.done_writing(), timeout)
+        except (*CALL_FAILURES, SwarmError) as error:
+            logger.debug("closing session on %s: %s", self.address, error)
+        finally:
+            self._call.cancel()
+
+    def abort(self) -> None:
+        self._call.cancel()
+
+
+class GrpcTransport:
+    """`client.transport.Transport` over gRPC: one pooled channel per server address."""
+
+    def __init__(self, limits: TensorLimits, pool: ChannelPool | None = None) -> None:
+        self.limits = limits
+        """Bounds on every tensor decoded from a server."""
+        self.pool = pool or ChannelPool()
+
+    async def open_inference(self, address: str, request: InferenceOpen, timeout: float) -> GrpcInferenceStream:
+        return await GrpcInferenceStream.open(self.pool, address, request, timeout, self.limits)
+
+    async def forward(self, address: str, call: ForwardCall, timeout: float,
+                      backward: bool = False) -> torch.Tensor:
+        stub = self.pool.stub(address)
+        method = stub.Backward if backward else stub.Forward
+        what = f"{'backward' if backward else 'forward'} through blocks {call.blocks}"
+
+        async def requests() -> AsyncIterator[Any]:
+            for message in messages.encode_forward_call(call, backward=backward):
+                yield message
+
+        with rpc_errors(address, what):
+            responses = method(requests(), timeout=timeout)
+            (out,) = await messages.decode_tensor_stream(responses, self.limits)
+        return out
+
+    async def info(self, address: str, timeout: float) -> ServerInfo:
+        with rpc_errors(address, "info"):
+            reply = await self.pool.stub(address).Info(messages.info_request(), timeout=timeout)
+        return messages.decode_info(reply)
+
+    async def ping(self, address: str, timeout: float) -> float:
+        return await ping(self.pool, address, timeout)
+
+    async def close(self) -> None:
+        await self.pool.close()

@@ -1,0 +1,139 @@
+"""Opening a session's streams along a route: ask for a route, open one stream per part.
+
+`RouteOpener.open` opens every part of one route at once; if any server fails to open,
+the others are aborted and `SegmentFailed` names the culprit (the caller bans it and
+asks again). `RouteSource` is what sessions need of `client.swarm_client.SwarmClient`
+(routes, bans, config), so that tests can stand in for the swarm.
+
+Not here: reading results or replaying caches (`client.inference_session`, `client.failover`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from client.config import ClientConfig
+from client.routing import Route
+from client.segments import SegmentStream
+from client.transport import Transport
+from swarm.errors import PeerUnavailable
+from swarm.protocol import InferenceOpen
+from swarm.records import BlockRange
+
+logger = logging.getLogger(__name__)
+
+
+Prepare = Callable[[list[SegmentStream]], Awaitable[None]]
+"""Work on freshly opened streams before they count as open (e.g. a cache replay)."""
+
+
+class RouteSource(Protocol):
+    """Routes through the swarm and the client's memory of failed servers."""
+
+    config: ClientConfig
+
+    async def route(
+        self, model: str, num_blocks: int, span: BlockRange, session_tokens: int,
+        after: str | None = None, before: str | None = None, forward: bool = False,
+    ) -> tuple[Route, dict[str, str]]:
+        """The best route over `span` and its servers' addresses (raises NoRoute)."""
+        ...
+
+    def ban(self, server_id: str) -> None:
+        """Avoids a failed server for a while."""
+        ...
+
+    def succeeded(self, server_id: str) -> None:
+        """Forgets a server's past failures (it answered)."""
+        ...
+
+
+class SegmentFailed(PeerUnavailable):
+    """A server failed while a route was being opened or its cache rebuilt."""
+
+    def __init__(self, server_id: str, error: BaseException) -> None:
+        super().__init__(f"server {server_id[:8]} failed: {error}", code=getattr(error, "code", "UNKNOWN"),
+                         peer=getattr(error, "peer", ""))
+        self.server_id = server_id
+        self.error = error
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What every stream of one session is opened with."""
+
+    model: str
+    num_blocks: int
+    """Blocks of the whole model (routing looks them all up)."""
+    batch_size: int
+    max_length: int
+    dtype: torch.dtype
+    session_id: str
+    """The session's own id; each stream's id extends it with a random part."""
+
+
+class RouteOpener:
+    """Opens the streams of one session over routes the swarm picks."""
+
+    def __init__(self, swarm: RouteSource, transport: Transport, spec: SessionSpec) -> None:
+        self.swarm = swarm
+        self.transport = transport
+        self.spec = spec
+
+    async def open(self, span: BlockRange, after: str | None, before: str | None) -> list[SegmentStream]:
+        """Streams over `span` on a fresh route between servers `after` and `before`."""
+        spec = self.spec
+        route, addresses = await self.swarm.route(
+            spec.model, spec.num_blocks, span, spec.batch_size * spec.max_length, after, before
+        )
+        opened = await asyncio.gather(
+            *(self._open_one(addresses[s.server_id], s.server_id, s.blocks) for s in route.segments),
+            return_exceptions=True,
+        )
+        failures = [(s, r) for s, r in zip(route.segments, opened) if isinstance(r, BaseException)]
+        if failures:
+            for result in opened:
+                if isinstance(result, SegmentStream):
+                    result.stream.abort()
+            segment, error = failures[0]
+            raise SegmentFailed(segment.server_id, error)
+        return [r for r in opened if isinstance(r, SegmentStream)]
+
+    async def open_retrying(self, span: BlockRange, after: str | None, before: str | None,
+                            prepare: Prepare | None = None) -> list[SegmentStream]:
+        """Streams over `span`, routing around servers that fail to open (or in `prepare`).
+
+        Each failed server is banned, so the next route avoids it; NoRoute propagates (it
+        names the block no live server holds). Gives up after `max_retries` routes.
+        """
+        attempts = self.swarm.config.max_retries
+        for _ in range(attempts):
+            fresh: list[SegmentStream] = []
+            try:
+                fresh = await self.open(span, after, before)
+                if prepare is not None:
+                    await prepare(fresh)
+            except SegmentFailed as failed:
+                logger.warning("session %s: %s", self.spec.session_id, failed)
+                for segment in fresh:
+                    segment.stream.abort()
+                self.swarm.ban(failed.server_id)
+                continue
+            return fresh
+        raise PeerUnavailable(f"could not open streams over blocks {span} of {self.spec.model} "
+                              f"after {attempts} attempts")
+
+    async def _open_one(self, address: str, server_id: str, blocks: BlockRange) -> SegmentStream:
+        spec = self.spec
+        # random ids: knowing a session's id is what allows pushing steps into it
+        session_id = f"{spec.session_id}-{uuid.uuid4().hex[:16]}"
+        request = InferenceOpen(spec.model, blocks, spec.batch_size, spec.max_length, spec.dtype, session_id)
+        stream = await self.transport.open_inference(address, request, self.swarm.config.connect_timeout)
+        return SegmentStream(server_id, blocks, stream, session_id)
