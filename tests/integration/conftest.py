@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.local_swarm import LocalSwarm, Proc
+from devtools.launcher import LocalSwarm, LocalSwarmConfig, NodeProcess
 from tests.integration.slicing_models import save_checkpoint
 
 
@@ -16,8 +16,8 @@ from tests.integration.slicing_models import save_checkpoint
 class RunningSwarm:
     swarm: LocalSwarm
     model_dir: Path
-    dht: Proc
-    servers: list[Proc]
+    dht: NodeProcess
+    servers: list[NodeProcess]
 
     @property
     def peers(self) -> list[str]:
@@ -26,7 +26,7 @@ class RunningSwarm:
 
 def start_swarm(tmp: Path, family: str, splits: list[str], *extra: str, layers: int = 6) -> RunningSwarm:
     model_dir = save_checkpoint(family, tmp / f"tiny-{family}", layers=layers)
-    swarm = LocalSwarm(tmp)
+    swarm = LocalSwarm(LocalSwarmConfig.for_tests(tmp))
     try:
         dht = swarm.start_dht()
         procs = [swarm.spawn_server(f"{family}-{i}", model_dir, [dht.address], "--blocks", blocks,

@@ -12,33 +12,30 @@ from pathlib import Path
 
 import pytest
 
-from client.local_swarm import PIDS_FILENAME
+from devtools.launcher import listed_pids
+from tests.wait import wait_pids_gone, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
 def _assert_all_six_stopped(workdir: Path) -> None:
     """Every process of the three swarms (a DHT node and a server each) is gone."""
-    pids = [int(line.split()[0]) for f in workdir.glob(f"*/{PIDS_FILENAME}") for line in f.read_text().splitlines()]
+    pids = [pid for swarm_dir in sorted(workdir.iterdir()) if swarm_dir.is_dir() for pid in listed_pids(swarm_dir)]
     assert len(pids) == 6
-    deadline = time.monotonic() + 10
-    while any(_running(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [p for p in pids if _running(p)]
+    wait_pids_gone(pids, 10)
+
+
+def _sessions_opened(workdir: Path) -> int:
+    """The most inference sessions any one swarm's server has opened so far."""
+    return max((log.read_text(errors="replace").count(" opened: ") for log in workdir.glob("*/server-*.log")),
+               default=0)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_bench_mixed_reports_every_swarm_and_stops_its_processes(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "client.bench", "mixed", "--rounds", "1", "--decoders", "2", "--tokens", "4",
+        [sys.executable, "-m", "devtools.bench", "mixed", "--rounds", "1", "--decoders", "2", "--tokens", "4",
          "--train-passes", "1", "--train-tokens", "16", "--max-loaded-tokens", "30", "--json",
          "--workdir", str(tmp_path)],
         capture_output=True, text=True, timeout=500, cwd=REPO, check=False)
@@ -69,7 +66,7 @@ def test_bench_mixed_reports_every_swarm_and_stops_its_processes(tmp_path: Path)
 @pytest.mark.timeout(600)
 def test_ctrl_c_mid_measurement_stops_every_process(tmp_path: Path) -> None:
     bench = subprocess.Popen(
-        [sys.executable, "-m", "client.bench", "mixed", "--rounds", "3", "--tokens", "2000", "--train-passes", "5",
+        [sys.executable, "-m", "devtools.bench", "mixed", "--rounds", "3", "--tokens", "2000", "--train-passes", "5",
          "--workdir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True)
     assert bench.stdout is not None
@@ -80,7 +77,10 @@ def test_ctrl_c_mid_measurement_stops_every_process(tmp_path: Path) -> None:
             if "warming up" in line:
                 break
         assert any("warming up" in line for line in seen), "".join(seen)
-        time.sleep(8)  # past the warm-up: the first swarm's clients are decoding
+        # past the warm-up (a session per decoder and swarm): the first swarm's clients are
+        # measuring, so the bench has decoders and a trainer to stop
+        wait_until(lambda: _sessions_opened(tmp_path) > 2 or bench.poll() is not None, 300,
+                   "a swarm's decoders open their sessions after the warm-up")
         assert bench.poll() is None, "".join(seen)
         began = time.monotonic()
         bench.send_signal(signal.SIGINT)

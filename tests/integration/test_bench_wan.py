@@ -6,28 +6,25 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from client.bench.wan import WanBenchConfig, format_table, run_bench
-from client.local_swarm import PIDS_FILENAME
+from devtools.bench.wan import WanBenchConfig, format_table, run_bench
+from devtools.launcher import listed_pids
+from tests.wait import pid_running, wait_pids_gone, wait_until
 
 DELAY_S = 0.020
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-
-
 def _pids(workdir: Path) -> list[int]:
-    return [int(line.split()[0]) for f in workdir.glob(f"*/{PIDS_FILENAME}")
-            for line in f.read_text().splitlines()]
+    """Every process the bench started, in each of its start attempts' subdirectories."""
+    return [pid for attempt in sorted(workdir.glob("attempt-*")) for pid in listed_pids(attempt)]
+
+
+def _first_server_sessions(workdir: Path) -> int:
+    """Sessions the first server (blocks 0:...) has opened: one per generate call, either mode."""
+    return sum(log.read_text(errors="replace").count(" opened: ") for log in workdir.glob("*/server-0-*.log"))
 
 
 @pytest.mark.slow
@@ -45,23 +42,19 @@ def test_chaining_beats_relaying_and_neither_beats_physics(tmp_path: Path) -> No
     # every process the bench started is gone
     pids = _pids(tmp_path)
     assert len(pids) >= 4
-    assert not [pid for pid in pids if _alive(pid)]
+    assert not [pid for pid in pids if pid_running(pid)]
 
 
 @pytest.mark.slow
 def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
-    bench = subprocess.Popen([sys.executable, "-m", "client.bench.wan", "--tokens", "500", "--rounds", "9",
+    bench = subprocess.Popen([sys.executable, "-m", "devtools.bench.wan", "--tokens", "500", "--rounds", "9",
                               "--workdir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while "".join(p.read_text(errors="replace") for p in tmp_path.glob("*/server-*.log")
-                      ).count("serving blocks") < 3:
-            assert bench.poll() is None, bench.communicate()[0].decode(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "the bench's swarm did not start"
-            time.sleep(0.2)
-        time.sleep(3)  # the clients connect and generate: interrupt mid-measurement
-        assert bench.poll() is None
+        # both modes' warm-up calls, then the first measured one: interrupt mid-measurement
+        wait_until(lambda: _first_server_sessions(tmp_path) >= 3 or bench.poll() is not None, 180,
+                   "the bench's clients generate through its swarm")
+        assert bench.poll() is None, bench.communicate()[0].decode(errors="replace")[-3000:]
         bench.send_signal(signal.SIGINT)
         output = bench.communicate(timeout=60)[0].decode(errors="replace")
     finally:
@@ -71,7 +64,4 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     assert bench.returncode == 130 and "interrupted" in output, output[-3000:]
     pids = _pids(tmp_path)
     assert len(pids) >= 4
-    deadline = time.monotonic() + 10  # killed process groups are reaped by init, not by us
-    while [pid for pid in pids if _alive(pid)] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in pids if _alive(pid)]
+    wait_pids_gone(pids, 10)  # killed process groups are reaped by init, not by us

@@ -15,34 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from client.local_swarm import PIDS_FILENAME, LocalSwarm, LocalSwarmConfig, LocalSwarmError
+from devtools.launcher import PIDS_FILENAME, LocalSwarm, LocalSwarmConfig, LocalSwarmError, listed_pids
 from swarm.records import BlockRange
 from tests.integration.slicing_models import save_checkpoint
+from tests.wait import pid_running, wait_pids_gone
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def listed_pids(workdir: Path) -> list[int]:
-    return [int(line.split()[0]) for line in (workdir / PIDS_FILENAME).read_text().splitlines()]
-
-
-def running(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
-def wait_gone(pids: list[int], timeout: float) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(running(p) for p in pids):
-        time.sleep(0.1)
-    return [p for p in pids if running(p)]
-
-
 def demo_command(workdir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "client.demo", "--workdir", str(workdir), *args]
+    return [sys.executable, "-m", "devtools.demo", "--workdir", str(workdir), *args]
 
 
 @pytest.mark.slow
@@ -58,7 +40,7 @@ def test_demo_answers_and_stops_every_process(tmp_path: Path) -> None:
     assert out.count(" -> ") >= 2  # the route crosses the three servers
     pids = listed_pids(tmp_path)
     assert len(pids) == 4
-    assert wait_gone(pids, 5) == []
+    wait_pids_gone(pids, 5)
 
 
 @pytest.mark.slow
@@ -84,7 +66,7 @@ def test_demo_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     rest, _ = demo.communicate(timeout=120)
     assert demo.returncode == 130, "".join(seen) + rest
     assert "Interrupted" in rest
-    assert wait_gone(listed_pids(tmp_path), 5) == []
+    wait_pids_gone(listed_pids(tmp_path), 5)
 
 
 @pytest.fixture(scope="module")
@@ -94,18 +76,18 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_launcher_killed_outright_takes_its_processes_along(tiny_llama: Path, tmp_path: Path) -> None:
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "client.local_swarm", "--model", str(tiny_llama), "--blocks", "0:1", "1:2",
+        [sys.executable, "-m", "devtools.launcher", "--model", str(tiny_llama), "--blocks", "0:1", "1:2",
          "--workdir", str(tmp_path), "--server-arg=--throughput", "--server-arg=100"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
     assert launcher.stdout is not None
     try:
         assert launcher.stdout.readline().startswith("initial peers: 127.0.0.1:")
         pids = listed_pids(tmp_path)
-        assert len(pids) == 3 and all(running(p) for p in pids)
+        assert len(pids) == 3 and all(pid_running(p) for p in pids)
     finally:
         launcher.kill()  # SIGKILL: no cleanup code of its own runs
         launcher.wait()
-    assert wait_gone(pids, 30) == []  # the parent-death signal did it
+    wait_pids_gone(pids, 30, "the parent-death signal stops the launcher's children")
 
 
 def test_failed_start_names_the_log_and_stops_the_rest(tmp_path: Path) -> None:
@@ -115,7 +97,7 @@ def test_failed_start_names_the_log_and_stops_the_rest(tmp_path: Path) -> None:
     with pytest.raises(LocalSwarmError, match=r"server-0-1 exited with status \d+; log .*server-0-1\.log"):
         swarm.start()
     assert swarm.dht is not None and not swarm.dht.alive
-    assert wait_gone(listed_pids(tmp_path), 5) == []
+    wait_pids_gone(listed_pids(tmp_path), 5)
 
 
 def test_shell_trap_stops_only_listed_swarm_nodes(tmp_path: Path) -> None:

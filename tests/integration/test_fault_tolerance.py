@@ -21,9 +21,9 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from client.config import ClientConfig
 from client.model import AutoDistributedModelForCausalLM, DistributedModelForCausalLM
 from client.routing import RoutingConfig
+from devtools.launcher import NodeProcess as Proc
 from swarm.errors import NoRoute
 from tests.integration.conftest import RunningSwarm, start_swarm
-from tests.integration.local_swarm import Proc
 from tests.integration.slicing_models import VOCAB
 
 logger = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from client.bench.pipe_floor import PipeFloor, read_hidden, write_hidden
-from client.bench.workloads import LocalReference
-from client.local_swarm import shared_cpu_env
+from devtools.bench.pipe_floor import PipeFloor, read_hidden, write_hidden
+from devtools.bench.workloads import LocalReference
+from devtools.launcher import shared_cpu_env
 from swarm.records import BlockRange
 from tests.integration.slicing_models import save_checkpoint
 

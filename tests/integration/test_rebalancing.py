@@ -15,10 +15,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from client.model import AutoDistributedModelForCausalLM
+from devtools.launcher import LocalSwarm, LocalSwarmConfig, NodeProcess
 from swarm.addresses import PeerAddress
 from swarm.dht import SwarmDHT, SwarmMap
-from tests.integration.local_swarm import LocalSwarm, Proc
 from tests.integration.slicing_models import VOCAB, save_checkpoint
+from tests.wait import wait_for_value, wait_until
 
 FAST = ["--balance-period", "1.5", "--update-period", "1", "--throughput", "100"]
 

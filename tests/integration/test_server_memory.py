@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from client.local_swarm import LocalSwarm, LocalSwarmConfig, read_peak_rss
 from client.model import AutoDistributedModelForCausalLM
+from devtools.launcher import LocalSwarm, LocalSwarmConfig, read_peak_rss
 from swarm.default_model import resolve_model
 from swarm.records import BlockRange
 

@@ -1,7 +1,7 @@
 """SmolLM2-135M-Instruct (the default model) through 3 real server processes, 10 blocks each.
 
 Slow: prepares the model once (cached), starts a DHT node and servers for blocks 0:10,
-10:20 and 20:30 with the product's launcher (`client.local_swarm`), and compares greedy
+10:20 and 20:30 with the dev tools' launcher (`devtools.launcher`), and compares greedy
 chat generation with transformers running the same checkpoint locally, token for token,
 through the Python API and through `swarm generate --json`.
 """
@@ -20,8 +20,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from client.local_swarm import LocalSwarm, LocalSwarmConfig
 from client.model import AutoDistributedModelForCausalLM
+from devtools.launcher import LocalSwarm, LocalSwarmConfig
 from swarm.default_model import resolve_model
 from swarm.records import BlockRange
 
@@ -98,6 +98,8 @@ def test_servers_hold_only_their_blocks(swarm: LocalSwarm) -> None:
     for server, span in zip(swarm.servers, SPANS):
         log = Path(server.log).read_text()
         assert f"serving blocks {span} of SmolLM2-135M-Instruct" in log
+        ready = server.ready()
+        assert ready is not None and ready.blocks == str(span) and ready.state == "online"
         assert server.alive
 
 

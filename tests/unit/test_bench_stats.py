@@ -1,12 +1,12 @@
-"""The pure arithmetic of client.bench.stats and the bench dispatcher's table of subcommands."""
+"""The pure arithmetic of devtools.bench.stats and the bench dispatcher's table of subcommands."""
 
 from __future__ import annotations
 
 import pytest
 
-from client.bench import DEFAULT_SUBCOMMAND, SUBCOMMANDS
-from client.bench.__main__ import main as bench_main
-from client.bench.stats import Comparison, format_table, per_token, rotating_order
+from devtools.bench import DEFAULT_SUBCOMMAND, SUBCOMMANDS
+from devtools.bench.__main__ import main as bench_main
+from devtools.bench.stats import Comparison, format_table, per_token, rotating_order
 
 
 @pytest.mark.parametrize(("rounds", "names", "expected"), [

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from client.bench.wan import (
+from devtools.bench.wan import (
     ModeResult,
     WanBenchConfig,
     WanResult,

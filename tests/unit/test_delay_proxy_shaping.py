@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from swarm.netsim.__main__ import parse_host_port
-from swarm.netsim.shaping import LinkShaper, TokenBucket
+from devtools.netsim.__main__ import parse_host_port
+from devtools.netsim.shaping import LinkShaper, TokenBucket
 
 
 def test_without_rate_cap_each_chunk_is_late_by_the_delay_only() -> None:

@@ -15,7 +15,7 @@ from dataclasses import asdict, replace
 import pytest
 
 from node.placement.bounds import average_bound
-from node.simulation import (
+from devtools.simulation import (
     POLICIES,
     SimulationConfig,
     format_table,
@@ -23,7 +23,7 @@ from node.simulation import (
     replay,
     simulate,
 )
-from node.simulation.__main__ import main
+from devtools.simulation.__main__ import main
 
 
 def test_trace_is_seeded_ordered_and_consistent() -> None:

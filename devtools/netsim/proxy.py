@@ -20,7 +20,7 @@ import logging
 from types import TracebackType
 from typing import Self
 
-from swarm.netsim.shaping import LinkShaper
+from devtools.netsim.shaping import LinkShaper
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from node.simulation.replay import POLICIES, Tally, replay
-from node.simulation.trace import SimulationConfig, make_trace
+from devtools.simulation.replay import POLICIES, Tally, replay
+from devtools.simulation.trace import SimulationConfig, make_trace
 
 
 @dataclass(frozen=True)

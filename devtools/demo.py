@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from client.local_swarm import LocalSwarm, LocalSwarmConfig, LocalSwarmError, NodeProcess, sigterm_as_interrupt
+from devtools.launcher import LocalSwarm, LocalSwarmConfig, LocalSwarmError, NodeProcess, sigterm_as_interrupt
 from swarm.default_model import DefaultModelError, resolve_model
 from swarm.records import BlockRange
 

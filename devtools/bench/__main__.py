@@ -1,4 +1,4 @@
-"""`python -m client.bench [SUBCOMMAND] [ARGS...]`: runs client.bench.<SUBCOMMAND>.main(ARGS)."""
+"""`python -m devtools.bench [SUBCOMMAND] [ARGS...]`: runs devtools.bench.<SUBCOMMAND>.main(ARGS)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import importlib
 import importlib.util
 import sys
 
-from client.bench import DEFAULT_SUBCOMMAND, SUBCOMMANDS
+from devtools.bench import DEFAULT_SUBCOMMAND, SUBCOMMANDS
 
 
 def usage() -> str:
     lines = ["usage: scripts/bench [SUBCOMMAND] [ARGS...]  (default: local; SUBCOMMAND --help for more)", ""]
     for name, what in SUBCOMMANDS.items():
-        ready = importlib.util.find_spec(f"client.bench.{name}") is not None
+        ready = importlib.util.find_spec(f"devtools.bench.{name}") is not None
         lines.append(f"  {name:<8}{what}{'' if ready else '  (not available yet)'}")
     return "\n".join(lines)
 
@@ -23,10 +23,10 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     name = args.pop(0) if args and not args[0].startswith("-") else DEFAULT_SUBCOMMAND
-    if name not in SUBCOMMANDS or importlib.util.find_spec(f"client.bench.{name}") is None:
+    if name not in SUBCOMMANDS or importlib.util.find_spec(f"devtools.bench.{name}") is None:
         print(f"unknown or unavailable benchmark {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"client.bench.{name}")
+    module = importlib.import_module(f"devtools.bench.{name}")
     return int(module.main(args))
 
 

@@ -1,7 +1,7 @@
 """Benchmarks of the swarm against local references: `scripts/bench SUBCOMMAND`.
 
-Each subcommand is a module `client.bench.<name>` with a `main(argv) -> int`; the
-dispatcher (`python -m client.bench`) runs the one named first on its command line.
+Each subcommand is a module `devtools.bench.<name>` with a `main(argv) -> int`; the
+dispatcher (`python -m devtools.bench`) runs the one named first on its command line.
 Benchmarks print ratios measured in one run, alternating the things they compare;
 they are not timed tests.
 
@@ -9,7 +9,7 @@ they are not timed tests.
     wan     the same over simulated wide-area links
     mixed   decoding next to a training client on one server: priority, strict, fifo queue
 
-To add one: write `client/bench/<name>.py` with `main(argv)` and list it below.
+To add one: write `devtools/bench/<name>.py` with `main(argv)` and list it below.
 """
 
 from __future__ import annotations
@@ -19,6 +19,6 @@ SUBCOMMANDS: dict[str, str] = {
     "wan": "latency over simulated wide-area links",
     "mixed": "decoding next to a training client: priority vs. strict priority vs. fifo queue",
 }
-"""Subcommand name -> one-line description; the module is client.bench.<name>."""
+"""Subcommand name -> one-line description; the module is devtools.bench.<name>."""
 
 DEFAULT_SUBCOMMAND = "local"

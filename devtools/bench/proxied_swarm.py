@@ -9,13 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from client.local_swarm import DHT_READY, LocalSwarm, LocalSwarmConfig, LocalSwarmError
 from client.runtime import LoopThread
-from swarm.netsim import DelayProxy
+from devtools.launcher import LocalSwarm, LocalSwarmConfig, LocalSwarmError
+from devtools.netsim import DelayProxy
 from swarm.records import BlockRange
 
 logger = logging.getLogger(__name__)
@@ -82,32 +81,6 @@ class DelayLinks(contextlib.AbstractContextManager["DelayLinks"]):
             await proxy.stop()
 
 
-class ProxiedSwarm(LocalSwarm):
-    """A `LocalSwarm` whose server i listens on `ports[i]` and announces `public[i]`."""
-
-    def __init__(self, config: LocalSwarmConfig, ports: Sequence[int], public: Sequence[str]) -> None:
-        super().__init__(config)
-        self.ports = tuple(ports)
-        self.public = tuple(public)
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.config.start_timeout
-        try:
-            self.dht = self._spawn("dht", ["dht", "--host", self.config.host, "--port", "0"])
-            self.dht.address = self._wait_ready(self.dht, DHT_READY, deadline).group(1)
-            for span, port, public in zip(self.config.spans, self.ports, self.public):
-                self.servers.append(self._spawn(f"server-{span.start}-{span.end}", [
-                    "start", "--model", self.config.model, "--blocks", str(span),
-                    "--initial-peers", self.dht.address, "--host", self.config.host,
-                    "--port", str(port), "--public-address", public, *self.config.server_args,
-                ]))
-            self._wait_servers(deadline)
-        except BaseException:
-            self.stop()
-            raise
-
-
 @contextlib.contextmanager
 def proxied_swarm(model: str, spans: Sequence[BlockRange], delay_s: float, workdir: Path
                   ) -> Iterator[tuple[LocalSwarm, DelayLinks]]:
@@ -116,9 +89,13 @@ def proxied_swarm(model: str, spans: Sequence[BlockRange], delay_s: float, workd
         with contextlib.ExitStack() as stack:
             ports = [free_port() for _ in spans]
             links = stack.enter_context(DelayLinks(ports, delay_s))
+            # server i listens on ports[i] and announces its proxy's address
+            per_server = tuple(("--port", str(port), "--public-address", public)
+                               for port, public in zip(ports, links.addresses))
             config = LocalSwarmConfig(model, tuple(spans), workdir=workdir / f"attempt-{attempt}",
-                                      server_args=_SERVER_ARGS, env={"OMP_NUM_THREADS": "1"})
-            swarm = ProxiedSwarm(config, ports, links.addresses)
+                                      server_args=_SERVER_ARGS, per_server_args=per_server,
+                                      env={"OMP_NUM_THREADS": "1"})
+            swarm = LocalSwarm(config)
             try:
                 swarm.start()
             except LocalSwarmError as error:

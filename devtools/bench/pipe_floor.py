@@ -10,7 +10,7 @@ blocks; a hidden state crosses each pipe as a 12-byte header and raw float32 byt
 gRPC, no asyncio, no DHT, no validation, no fault tolerance: nothing a real swarm could
 do without, so no swarm over these processes can be faster.
 
-The worker entry point is `python -m client.bench.pipe_floor A:B MODEL` (stdin: steps,
+The worker entry point is `python -m devtools.bench.pipe_floor A:B MODEL` (stdin: steps,
 stdout: outputs, stderr: logs).
 """
 
@@ -29,7 +29,7 @@ from typing import IO
 
 import torch
 
-from client.bench.workloads import DecodeRun
+from devtools.bench.workloads import DecodeRun
 from swarm.model.head import ClientHead, load_client_head
 from swarm.records import BlockRange
 
@@ -63,13 +63,13 @@ class PipeFloor:
 
     def __init__(self, model_path: str, spans: Sequence[BlockRange], env: Mapping[str, str],
                  head: ClientHead | None = None) -> None:
-        """`env`: the workers' whole environment (see client.local_swarm.shared_cpu_env)."""
+        """`env`: the workers' whole environment (see devtools.launcher.shared_cpu_env)."""
         self.head = head or load_client_head(model_path, "float32")
         self._workers: list[subprocess.Popen[bytes]] = []
         previous = subprocess.PIPE
         for span in spans:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "client.bench.pipe_floor", str(span), model_path],
+                [sys.executable, "-m", "devtools.bench.pipe_floor", str(span), model_path],
                 stdin=previous, stdout=subprocess.PIPE, env=dict(env),
             )
             if self._workers:
@@ -141,7 +141,7 @@ def serve(span: BlockRange, model_path: str, inbound: IO[bytes], outbound: IO[by
 def main(argv: list[str] | None = None) -> int:
     from swarm.logs import setup_logging
 
-    parser = argparse.ArgumentParser(prog="python -m client.bench.pipe_floor",
+    parser = argparse.ArgumentParser(prog="python -m devtools.bench.pipe_floor",
                                      description="a pipe-floor worker: steps on stdin, outputs on stdout")
     parser.add_argument("blocks", type=BlockRange.parse, metavar="A:B", help="blocks to run")
     parser.add_argument("model", help="checkpoint directory")

@@ -7,8 +7,8 @@ import json
 import sys
 from dataclasses import asdict
 
-from node.simulation.report import format_table, simulate
-from node.simulation.trace import SimulationConfig
+from devtools.simulation.report import format_table, simulate
+from devtools.simulation.trace import SimulationConfig
 
 
 def build_parser() -> argparse.ArgumentParser:

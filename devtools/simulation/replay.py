@@ -20,9 +20,9 @@ import heapq
 import random
 from dataclasses import dataclass, field, replace
 
+from devtools.simulation.trace import Event, ServerSpec, SimulationConfig
 from node.placement import ServerSpan, choose_blocks, should_move
 from node.placement.spans import UNITS_PER_TOKEN_S, add_span, to_units
-from node.simulation.trace import Event, ServerSpec, SimulationConfig
 from swarm.records import BlockRange, ServerState
 
 POLICIES = ("rebalance", "random", "greedy")

@@ -14,9 +14,9 @@ Not modelled: networking, latency, request routing, failures mid-request. The cl
 simulated; a run of 200 servers over a few hours takes seconds.
 """
 
-from node.simulation.replay import POLICIES, Tally, replay
-from node.simulation.report import PolicyResult, SimulationResult, format_table, simulate
-from node.simulation.trace import Event, ServerSpec, SimulationConfig, make_trace
+from devtools.simulation.replay import POLICIES, Tally, replay
+from devtools.simulation.report import PolicyResult, SimulationResult, format_table, simulate
+from devtools.simulation.trace import Event, ServerSpec, SimulationConfig, make_trace
 
 __all__ = [
     "POLICIES",

@@ -38,10 +38,10 @@ from typing import Any
 import torch
 
 from client.config import ClientConfig
-from client.bench.proxied_swarm import proxied_swarm
-from client.local_swarm import LocalSwarmError, sigterm_as_interrupt
 from client.model import AutoDistributedModelForCausalLM, DistributedModelForCausalLM
 from client.routing import RoutingConfig
+from devtools.bench.proxied_swarm import proxied_swarm
+from devtools.launcher import LocalSwarmError, sigterm_as_interrupt
 from swarm.records import BlockRange
 
 logger = logging.getLogger(__name__)

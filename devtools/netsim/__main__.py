@@ -1,6 +1,6 @@
-"""`python -m swarm.netsim`: run one delay proxy until SIGINT or SIGTERM.
+"""`python -m devtools.netsim`: run one delay proxy until SIGINT or SIGTERM.
 
-    python -m swarm.netsim --listen 127.0.0.1:7001 --target 127.0.0.1:6001 --delay-ms 20 [--rate-mbps 100]
+    python -m devtools.netsim --listen 127.0.0.1:7001 --target 127.0.0.1:6001 --delay-ms 20 [--rate-mbps 100]
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import logging
 import signal
 import sys
 
+from devtools.netsim.proxy import DelayProxy
 from swarm.logs import setup_logging
-from swarm.netsim.proxy import DelayProxy
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def parse_host_port(text: str) -> tuple[str, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m swarm.netsim",
+        prog="python -m devtools.netsim",
         description="Forward TCP connections, adding a one-way delay (and a rate cap) each way.",
     )
     parser.add_argument("--listen", type=parse_host_port, required=True, metavar="HOST:PORT")

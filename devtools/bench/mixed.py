@@ -42,11 +42,11 @@ from pathlib import Path
 
 import torch
 
-from client.bench.common import WORKDIR_ENV, chat_ids, progress, quiet_logging
-from client.bench.stats import Comparison, format_table, per_token, rotating_order
-from client.bench.workloads import DecodeRun, SwarmContender
-from client.local_swarm import LocalSwarm, LocalSwarmConfig, LocalSwarmError, sigterm_as_interrupt
 from client.model import DistributedModelForCausalLM
+from devtools.bench.common import WORKDIR_ENV, chat_ids, progress, quiet_logging
+from devtools.bench.stats import Comparison, format_table, per_token, rotating_order
+from devtools.bench.workloads import DecodeRun, SwarmContender
+from devtools.launcher import LocalSwarm, LocalSwarmConfig, LocalSwarmError, sigterm_as_interrupt
 from node.scheduler import DEFAULT_BATCH_SHARE
 from swarm.records import BlockRange
 

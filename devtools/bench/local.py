@@ -8,7 +8,7 @@ locally with transformers, and times them in rounds, rotating their order:
   of tokens; transformers with a DynamicCache locally) -- the figure with a target --
   through the default chained route (servers push to the next one) and, for
   information, with the client relaying every hop;
-- the same decoding through a pipe floor (`client.bench.pipe_floor`): the same block
+- the same decoding through a pipe floor (`devtools.bench.pipe_floor`): the same block
   ranges in worker processes joined by OS pipes, no gRPC -- what any split of the model
   over processes costs on this machine, i.e. the best a swarm could do here;
 - a batch forward of 1 x 128 tokens through `model.layers` (stateless Forward calls)
@@ -33,11 +33,11 @@ from typing import Any
 
 import torch
 
-from client.bench.common import WORKDIR_ENV, chat_ids, progress, quiet_logging
-from client.bench.stats import Comparison, format_table, per_token, rotating_order
-from client.bench.pipe_floor import PipeFloor
-from client.bench.workloads import Contender, Decoder, LocalReference, SwarmContender
-from client.local_swarm import LocalSwarm, LocalSwarmConfig, shared_cpu_env, sigterm_as_interrupt
+from devtools.bench.common import WORKDIR_ENV, chat_ids, progress, quiet_logging
+from devtools.bench.pipe_floor import PipeFloor
+from devtools.bench.stats import Comparison, format_table, per_token, rotating_order
+from devtools.bench.workloads import Contender, Decoder, LocalReference, SwarmContender
+from devtools.launcher import LocalSwarm, LocalSwarmConfig, shared_cpu_env, sigterm_as_interrupt
 from swarm.records import BlockRange
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"servers' logs and pids file (default: ${WORKDIR_ENV} or a temp dir)")
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment variable for the servers and the floor's workers only (repeat), e.g. "
-                             "OMP_NUM_THREADS=1; default: client.local_swarm.SHARED_CPU_ENV")
+                             "OMP_NUM_THREADS=1; default: devtools.launcher.SHARED_CPU_ENV")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args(argv)
 
@@ -155,13 +155,13 @@ def run_bench(args: argparse.Namespace, peers: list[str]) -> None:
     from client.config import ClientConfig
     from client.model import AutoDistributedModelForCausalLM
     from client.routing import RoutingConfig
-    from swarm.dht import parse_address
+    from swarm.addresses import PeerAddress
 
     prompt_ids = chat_ids(args.model_path, args.prompt)
     progress("loading the local reference and the swarm clients")
     local = LocalReference(args.model_path)
     chained = AutoDistributedModelForCausalLM.from_pretrained(args.model_path, peers)
-    unchained_config = ClientConfig(tuple(parse_address(p) for p in peers),
+    unchained_config = ClientConfig(tuple(PeerAddress.parse(p) for p in peers),
                                     routing=RoutingConfig(chained=False))
     unchained = AutoDistributedModelForCausalLM.from_pretrained(args.model_path, peers, config=unchained_config)
     vocab = int(local.model.config.vocab_size)
