@@ -1,8 +1,9 @@
 """Publishes the server's signed record on the DHT every update period.
 
-The record is rebuilt at each announcement from live state (lifecycle phase, free cache),
-so the swarm map follows the server within one period; state changes (ONLINE, DRAINING,
-OFFLINE) are announced at once by the caller through `announce_now`.
+The record is rebuilt at each announcement from live state (lifecycle phase, free cache,
+measurements; see `node.record.build_record`), so the swarm map follows the server within
+one period; state changes (ONLINE, DRAINING, OFFLINE) are announced at once by the caller
+through `announce_now`. The record's times are set by `SwarmDHT.stamp`, not here.
 """
 
 from __future__ import annotations
@@ -18,29 +19,35 @@ from swarm.records import ServerRecord
 logger = logging.getLogger(__name__)
 
 
+async def announce_record(dht: SwarmDHT, identity: Identity, record: ServerRecord, ttl: float,
+                          timeout: float) -> None:
+    """Publishes `record` once; a failure is logged (the next period tries again)."""
+    try:
+        await asyncio.wait_for(dht.announce(identity, record, ttl), timeout)
+    except (TimeoutError, OSError) as error:
+        # the next period tries again; records outlive a few missed announcements
+        logger.warning("announcing %s blocks %s failed: %s", record.state.name, record.blocks, error)
+    else:
+        logger.debug("announced %s blocks %s of %s", record.state.name, record.blocks, record.model)
+
+
 class Announcer:
     """Keeps one server's record fresh on the DHT."""
 
     def __init__(self, dht: SwarmDHT, identity: Identity, make_record: Callable[[], ServerRecord],
-                 period: float, ttl: float, timeout: float) -> None:
-        self.before_periodic: Callable[[], Awaitable[None]] | None = None
-        """Runs before each periodic announcement (e.g. to re-measure latencies)."""
+                 period: float, ttl: float, timeout: float,
+                 before_periodic: Callable[[], Awaitable[None]] | None = None) -> None:
         self.dht = dht
         self.identity = identity
         self.make_record = make_record
         self.period = period
         self.ttl = ttl
         self.timeout = timeout
+        self.before_periodic = before_periodic
+        """Runs before each periodic announcement (e.g. to re-measure latencies)."""
 
     async def announce_now(self) -> None:
-        record = self.make_record()
-        try:
-            await asyncio.wait_for(self.dht.announce(self.identity, record, self.ttl), self.timeout)
-        except (TimeoutError, OSError) as error:
-            # the next period tries again; records outlive a few missed announcements
-            logger.warning("announcing %s blocks %s failed: %s", record.state.name, record.blocks, error)
-        else:
-            logger.debug("announced %s blocks %s of %s", record.state.name, record.blocks, record.model)
+        await announce_record(self.dht, self.identity, self.make_record(), self.ttl, self.timeout)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Re-announces every period until `stop` is set."""

@@ -1,11 +1,14 @@
-"""The placement view of a model's swarm, read from the DHT's per-block entries."""
+"""The placement view of a model's swarm, read from the DHT's per-block entries.
+
+Peers are credited by `node.placement.span_from_entry`, the same function the server
+applies to its own entry; not here: the decisions (`node.placement`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from node.placement import ServerSpan
+from node.placement import ServerSpan, span_from_entry
 from swarm.dht import SwarmDHT
 
 logger = logging.getLogger(__name__)
@@ -23,7 +26,5 @@ async def read_spans(dht: SwarmDHT, model: str, num_blocks: int, timeout: float)
             continue
         for e in result:
             if e.server_id not in newest or e.issued_at > newest[e.server_id][0]:
-                # placement weighs servers by batch throughput; unmeasured counts as 1
-                span = ServerSpan(e.server_id, e.blocks, max(e.forward_tokens_per_s, 1.0), e.state)
-                newest[e.server_id] = (e.issued_at, span)
+                newest[e.server_id] = (e.issued_at, span_from_entry(e))
     return {server_id: span for server_id, (_, span) in newest.items()}

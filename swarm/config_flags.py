@@ -28,7 +28,7 @@ import dataclasses
 import enum
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 C = TypeVar("C")
@@ -115,7 +115,7 @@ def _options(f: dataclasses.Field[Any], spec: Flag, hint: Any) -> dict[str, Any]
     if spec.choices is not None:
         options["choices"] = list(spec.choices)
     if several:
-        options["nargs"] = "+" if required else "*"
+        options.update(nargs="+" if required else "*", action=_StoreTuple)
     if required:
         options["required"] = True
         return options
@@ -159,6 +159,14 @@ def _parser_of(item: Any) -> Callable[[str], Any]:
     if callable(item):
         return typing.cast(Callable[[str], Any], item)
     raise TypeError(f"cannot make a flag of {item}: give Flag(parse=...)")
+
+
+class _StoreTuple(argparse.Action):
+    """Stores several values as a tuple (what the frozen configs hold), not a list."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, tuple(values or ()))
 
 
 def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:

@@ -101,6 +101,13 @@ class BlockEntry:
     free_cache_tokens: int = 0
     issued_at: float = 0.0
     expiration: float = 0.0
+    network_tokens_per_s: float = 0.0
+    """0 when not measured, and in entries of servers older than this field."""
+
+    @property
+    def throughput(self) -> Throughput:
+        """The speeds the entry states, as in the server's full record."""
+        return Throughput(self.inference_tokens_per_s, self.forward_tokens_per_s, self.network_tokens_per_s)
 
     @classmethod
     def from_record(cls, record: ServerRecord) -> BlockEntry:
@@ -111,6 +118,7 @@ class BlockEntry:
             state=record.state,
             inference_tokens_per_s=record.throughput.inference_tokens_per_s,
             forward_tokens_per_s=record.throughput.forward_tokens_per_s,
+            network_tokens_per_s=record.throughput.network_tokens_per_s,
             free_cache_tokens=record.free_cache_tokens,
             issued_at=record.issued_at,
             expiration=record.expiration,

@@ -24,8 +24,11 @@ from node.placement.rebalance import DEFAULT_BALANCE_QUALITY, should_move
 from node.placement.spans import (
     SERVING_STATES,
     ServerSpan,
+    UNMEASURED_TOKENS_S,
     block_throughputs,
+    credited_throughput,
     placement_throughput,
+    span_from_entry,
     span_from_record,
     swarm_throughput,
 )
@@ -35,11 +38,14 @@ __all__ = [
     "SERVING_STATES",
     "ServerSpan",
     "best_start",
+    "UNMEASURED_TOKENS_S",
     "block_throughputs",
+    "credited_throughput",
     "choose_blocks",
     "num_blocks_auto",
     "placement_throughput",
     "should_move",
+    "span_from_entry",
     "span_from_record",
     "swarm_throughput",
 ]

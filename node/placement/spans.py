@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from swarm.records import BlockRange, ServerRecord, ServerState, Throughput
+from swarm.records import BlockEntry, BlockRange, ServerRecord, ServerState, Throughput
 
 UNITS_PER_TOKEN_S = 1000
 """Integer throughput units per token/s (1 unit = 0.001 tokens/s)."""
@@ -61,14 +61,25 @@ def placement_throughput(throughput: Throughput) -> float:
     return min(measured) if measured else max(throughput.inference_tokens_per_s, 0.0)
 
 
+UNMEASURED_TOKENS_S = 1.0
+"""What placement credits a server that states no speed at all (so it still counts)."""
+
+
+def credited_throughput(throughput: Throughput) -> float:
+    """THE speed placement credits a server with, itself or a peer: `placement_throughput`,
+    at least `UNMEASURED_TOKENS_S`. Every span placement weighs is made with this."""
+    return max(placement_throughput(throughput), UNMEASURED_TOKENS_S)
+
+
+def span_from_entry(entry: BlockEntry) -> ServerSpan:
+    """The placement view of a server's compact per-block entry (peers read from the DHT,
+    and a server's own entry, so it weighs itself exactly as its peers weigh it)."""
+    return ServerSpan(entry.server_id, entry.blocks, credited_throughput(entry.throughput), entry.state)
+
+
 def span_from_record(record: ServerRecord) -> ServerSpan:
-    """The placement view of a published server record."""
-    return ServerSpan(
-        server_id=record.server_id,
-        blocks=record.blocks,
-        throughput=placement_throughput(record.throughput),
-        state=record.state,
-    )
+    """The placement view of a published server record (the same as of its entries)."""
+    return span_from_entry(BlockEntry.from_record(record))
 
 
 def to_units(tokens_per_s: float) -> int:

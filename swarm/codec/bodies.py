@@ -128,6 +128,7 @@ def check_block_entry(entry: BlockEntry) -> None:
     _check_state(entry.state)
     _check_speed("inference_tokens_per_s", entry.inference_tokens_per_s)
     _check_speed("forward_tokens_per_s", entry.forward_tokens_per_s)
+    _check_speed("network_tokens_per_s", entry.network_tokens_per_s)
     _check_count("free_cache_tokens", entry.free_cache_tokens, MAX_TOKENS)
 
 
@@ -226,6 +227,7 @@ def block_entry_to_proto(entry: BlockEntry) -> record_pb2.BlockEntry:
         inference_tokens_per_s=entry.inference_tokens_per_s,
         forward_tokens_per_s=entry.forward_tokens_per_s,
         free_cache_tokens=entry.free_cache_tokens,
+        network_tokens_per_s=entry.network_tokens_per_s,
     )
 
 
@@ -240,6 +242,7 @@ def block_entry_from_proto(
         state=_check_state(message.state),
         inference_tokens_per_s=message.inference_tokens_per_s,
         forward_tokens_per_s=message.forward_tokens_per_s,
+        network_tokens_per_s=message.network_tokens_per_s,  # 0 from servers that predate it
         free_cache_tokens=message.free_cache_tokens,
         issued_at=issued_at,
         expiration=expiration,

@@ -117,7 +117,7 @@ class SwarmDHT:
         of the keys were stored on at least one node. Raises RecordRejected for a record
         peers would refuse (e.g. an address that is not host:port).
         """
-        record = self._stamp(identity, record, ttl)
+        record = self.stamp(identity, record, ttl)
         signed = signed_entries(identity, record)
         stored = sum(await self._gather_bounded([self._store(key, raw) for key, raw in signed]))
         logger.debug(
@@ -126,7 +126,12 @@ class SwarmDHT:
         )
         return stored
 
-    def _stamp(self, identity: Identity, record: ServerRecord, ttl: float) -> ServerRecord:
+    def stamp(self, identity: Identity, record: ServerRecord, ttl: float) -> ServerRecord:
+        """`record` with its server_id, issued_at (now) and expiration (now + ttl) set.
+
+        The one place where a server's record gets its times: `announce` stamps what it
+        publishes, and a server stamps the record it hands out in InfoResponse here too.
+        """
         # strictly increasing, so two announces in one clock tick are not seen as a replay
         issued_at = max(time.time(), self._last_issued + 1e-3)
         self._last_issued = issued_at

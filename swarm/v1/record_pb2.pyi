@@ -77,20 +77,22 @@ class ServerRecord(_message.Message):
     def __init__(self, address: _Optional[str] = ..., model: _Optional[str] = ..., blocks: _Optional[_Union[BlockRange, _Mapping]] = ..., state: _Optional[_Union[ServerState, str]] = ..., throughput: _Optional[_Union[Throughput, _Mapping]] = ..., free_cache_tokens: _Optional[int] = ..., cache_tokens: _Optional[int] = ..., dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., quantization: _Optional[str] = ..., version: _Optional[str] = ..., next_hop_rtt_ms: _Optional[_Mapping[str, float]] = ..., model_num_blocks: _Optional[int] = ..., hidden_size: _Optional[int] = ...) -> None: ...
 
 class BlockEntry(_message.Message):
-    __slots__ = ("address", "blocks", "state", "inference_tokens_per_s", "forward_tokens_per_s", "free_cache_tokens")
+    __slots__ = ("address", "blocks", "state", "inference_tokens_per_s", "forward_tokens_per_s", "free_cache_tokens", "network_tokens_per_s")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     FORWARD_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     FREE_CACHE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
     address: str
     blocks: BlockRange
     state: ServerState
     inference_tokens_per_s: float
     forward_tokens_per_s: float
     free_cache_tokens: int
-    def __init__(self, address: _Optional[str] = ..., blocks: _Optional[_Union[BlockRange, _Mapping]] = ..., state: _Optional[_Union[ServerState, str]] = ..., inference_tokens_per_s: _Optional[float] = ..., forward_tokens_per_s: _Optional[float] = ..., free_cache_tokens: _Optional[int] = ...) -> None: ...
+    network_tokens_per_s: float
+    def __init__(self, address: _Optional[str] = ..., blocks: _Optional[_Union[BlockRange, _Mapping]] = ..., state: _Optional[_Union[ServerState, str]] = ..., inference_tokens_per_s: _Optional[float] = ..., forward_tokens_per_s: _Optional[float] = ..., free_cache_tokens: _Optional[int] = ..., network_tokens_per_s: _Optional[float] = ...) -> None: ...
 
 class ModelEntry(_message.Message):
     __slots__ = ("model", "num_blocks", "hidden_size")

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from swarm.codec import bodies
 from swarm.codec.entries import (
     EntryKind,
     EntryLimits,
@@ -24,6 +25,7 @@ from swarm.dht.keys import block_key, index_key, server_key
 from swarm.errors import CodecError, InvalidInput, RecordRejected
 from swarm.identity import Identity
 from swarm.records import BlockEntry, BlockRange, ServerState
+from swarm.v1 import record_pb2
 from tests.dht_factories import MODEL, block_entry, make_record, model_entry
 
 ALICE = Identity.generate()
@@ -46,6 +48,28 @@ def test_block_and_model_entries_round_trip() -> None:
     model = model_entry(ALICE)
     raw = sign_model_entry(ALICE, model, index_key(MODEL))
     assert open_entry(raw, index_key(MODEL), time.time()).body == model
+
+
+def test_block_entry_carries_the_network_figure() -> None:
+    block = block_entry(ALICE, (2, 6))
+    assert block.network_tokens_per_s == 1000.0 and block.throughput == make_record(ALICE).throughput
+    raw = sign_block_entry(ALICE, block, block_key(MODEL, 3))
+    body = open_entry(raw, block_key(MODEL, 3), time.time()).body
+    assert isinstance(body, BlockEntry) and body.network_tokens_per_s == 1000.0
+
+
+def test_block_entry_of_a_server_without_the_network_field_still_opens() -> None:
+    """An older server's BlockEntry has no field 7: it opens, its network figure unmeasured (0)."""
+    block = block_entry(ALICE, (2, 6))
+    message = bodies.block_entry_to_proto(block)
+    message.ClearField("network_tokens_per_s")
+    key = block_key(MODEL, 3)
+    payload = record_pb2.DhtPayload(key=key, issued_at=block.issued_at, expiration=block.expiration)
+    payload.block.CopyFrom(message)
+    data = payload.SerializeToString(deterministic=True)
+    raw = record_pb2.SignedEntry(payload=data, public_key=ALICE.public_key, signature=ALICE.sign(data))
+    body = open_entry(raw.SerializeToString(), key, time.time()).body
+    assert body == dataclasses.replace(block, network_tokens_per_s=0.0)
 
 
 def test_server_id_comes_from_the_key_not_the_peer() -> None:
