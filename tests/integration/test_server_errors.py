@@ -285,3 +285,17 @@ async def test_push_client_reports_a_rejected_stream(llama_swarm: RunningSwarm, 
     finally:
         await pusher.close()
         await stream.close(5.0)
+
+
+async def test_a_taken_port_fails_to_bind() -> None:
+    from swarm.rpc import SERVER_OPTIONS
+
+    first = grpc.aio.server(options=SERVER_OPTIONS)
+    port = first.add_insecure_port("127.0.0.1:0")
+    await first.start()
+    try:
+        # grpcio's default SO_REUSEPORT would let this one start and take half the connections
+        with pytest.raises(RuntimeError, match="Failed to bind"):
+            grpc.aio.server(options=SERVER_OPTIONS).add_insecure_port(f"127.0.0.1:{port}")
+    finally:
+        await first.stop(None)

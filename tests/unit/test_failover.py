@@ -1,0 +1,193 @@
+"""The session's failover state machine, table-driven over an in-memory swarm (no sockets).
+
+Each case scripts the fake servers of `tests.unit.fake_swarm` (one fault each at most),
+runs a prompt and a few decoding steps through a `RemoteInferenceSession` and checks:
+the outputs equal a failure-free computation; which servers were banned; how many
+failovers happened; that the client never sent a step twice to one stream; and that
+every live session's cache equals the reference cache (the replayed history is exactly
+what was sent). All cases together take well under 2 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+
+import pytest
+import torch
+
+from client.config import ClientConfig
+from client.inference_session import RemoteInferenceSession
+from client.routing import RoutingConfig
+from swarm.errors import NoRoute, PeerUnavailable, RemoteInvalidInput, SwarmError
+from swarm.records import BlockRange
+from tests.unit.fake_swarm import (
+    HIDDEN,
+    LATE_S,
+    FakeServer,
+    FakeStream,
+    FakeSwarm,
+    FakeTransport,
+    Fault,
+    new_caches,
+    run_blocks,
+)
+
+NUM_BLOCKS = 6
+MAX_LENGTH = 16
+PROMPT, DECODE = 3, 4
+"""Prompt tokens, then single-token steps."""
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    servers: tuple[tuple[str, str, int, Fault | None], ...]
+    """(server id, blocks "a:b", rank, fault) of each fake server."""
+    chained: bool = True
+    banned: tuple[str, ...] = ()
+    recoveries: int = 0
+    raises: type[SwarmError] | None = None
+
+
+def _three(fault_on: str = "", fault: Fault | None = None, *, backups: str = "a2 b2 c2") -> tuple[
+        tuple[str, str, int, Fault | None], ...]:
+    """Primaries a (0:2), b (2:4), c (4:6) and rank-1 backups; `fault_on` gets `fault`."""
+    spans = {"a": "0:2", "b": "2:4", "c": "4:6"}
+    primaries = [(name, span, 0, fault if name == fault_on else None) for name, span in spans.items()]
+    spare = [(name, spans[name[0]], 1, fault if name == fault_on else None) for name in backups.split()]
+    return tuple(primaries + spare)
+
+
+CASES = [
+    Case("no failures, chained", _three()),
+    Case("no failures, client relays", _three(), chained=False),
+    Case("middle server dies mid-decode", _three("b", Fault("die", 2)), banned=("b",), recoveries=1),
+    Case("last server dies, client relays", _three("c", Fault("die", 3)), chained=False, banned=("c",),
+         recoveries=1),
+    Case("first server dies on the prompt", _three("a", Fault("die", 0)), banned=("a",), recoveries=1),
+    Case("draining server is failed over", _three("b", Fault("drain", 1)), banned=("b",), recoveries=1),
+    Case("silent server: step timeout fails over", _three("b", Fault("hang", 2)), banned=("b",),
+         recoveries=1),
+    Case("late answer from a replaced server is ignored", _three("a", Fault("late", 2)), chained=False,
+         banned=("a",), recoveries=1),
+    Case("server dies after answering: replaced at the next step", _three("c", Fault("die_after", 1)),
+         banned=("c",), recoveries=1),
+    Case("push failure is relayed by the client", _three("a", Fault("drop_push", 2))),
+    Case("replacement dies during replay",
+         _three("b", Fault("die", 2)) + (("b2", "2:4", 1, Fault("die", 0)), ("b3", "2:4", 2, None)),
+         banned=("b", "b2"), recoveries=1),
+    Case("invalid input is raised at once, never failed over", _three("b", Fault("invalid", 1)),
+         raises=RemoteInvalidInput),
+    Case("no server left for the lost blocks", _three("b", Fault("die", 2), backups="a2 c2"),
+         banned=("b",), raises=NoRoute),
+    Case("a server that refuses to open is routed around", _three("b", Fault("refuse_open")),
+         banned=("b",)),
+    Case("two servers of the chain fail in one step", _three("c", Fault("die", 2))
+         + (("b", "2:4", 0, Fault("die_after", 2)),), banned=("c", "b"), recoveries=2),
+]
+
+
+def _make(case: Case) -> tuple[list[FakeServer], FakeSwarm, FakeTransport]:
+    servers: dict[str, FakeServer] = {}
+    for server_id, span, rank, fault in case.servers:  # a later row for the same id wins
+        start, end = (int(x) for x in span.split(":"))
+        servers[server_id] = FakeServer(server_id, BlockRange(start, end), rank, fault)
+    config = ClientConfig(initial_peers=(), connect_timeout=0.05, step_timeout=0.05, push_allowance=0.0,
+                          max_retries=4, routing=replace(RoutingConfig(), chained=case.chained))
+    listed = list(servers.values())
+    return listed, FakeSwarm(listed, config), FakeTransport(listed)
+
+
+def _inputs() -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    prompt = torch.randn(1, PROMPT, HIDDEN, generator=generator)
+    return [prompt] + [torch.randn(1, 1, HIDDEN, generator=generator) for _ in range(DECODE)]
+
+
+def _reference(inputs: list[torch.Tensor]) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
+    """Outputs and per-block caches of a failure-free run through all blocks at once."""
+    blocks = BlockRange(0, NUM_BLOCKS)
+    caches = new_caches(blocks, 1, MAX_LENGTH, HIDDEN)
+    outputs, position = [], 0
+    for hidden in inputs:
+        outputs.append(run_blocks(caches, blocks, hidden, position))
+        position += hidden.shape[1]
+    return outputs, caches
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+async def test_failover(case: Case) -> None:
+    servers, swarm, transport = _make(case)
+    session = RemoteInferenceSession(swarm, "fake-model", NUM_BLOCKS, BlockRange(0, NUM_BLOCKS), 1,
+                                     MAX_LENGTH, torch.float32, transport)
+    inputs = _inputs()
+    expected, caches = _reference(inputs)
+    outputs: list[torch.Tensor] = []
+    try:
+        await session.open()
+        if case.raises is not None:
+            with pytest.raises(case.raises):
+                for hidden in inputs:
+                    await session.step(hidden)
+            _check_no_retry(case, swarm, transport)
+            return
+        for hidden in inputs:
+            outputs.append(await session.step(hidden))
+        if any(s.fault is not None and s.fault.kind == "late" for s in servers):
+            await asyncio.sleep(LATE_S)  # let the replaced server's answer arrive (and be ignored)
+            assert sum(s.late_results for s in servers) == 1
+        final = [segment.stream for segment in session.segments]
+    finally:
+        await session.close()
+    for got, want in zip(outputs, expected, strict=True):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-5), (got, want)
+    assert swarm.banned == list(case.banned)
+    assert len(session.recoveries) == case.recoveries
+    _check_streams(final, servers, caches)
+
+
+def _check_streams(final: list[object], servers: list[FakeServer], caches: dict[int, torch.Tensor]) -> None:
+    """No step was sent twice to one stream; the final route's caches are the reference ones."""
+    for server in servers:
+        for stream in server.opened:
+            assert len(stream.client_steps) == len(set(stream.client_steps)), stream.client_steps
+    length = PROMPT + DECODE
+    for stream in final:
+        assert isinstance(stream, FakeStream)
+        for block, cache in stream.caches.items():
+            assert torch.allclose(cache[:, :length], caches[block][:, :length], rtol=1e-5, atol=1e-5), block
+
+
+def _check_no_retry(case: Case, swarm: FakeSwarm, transport: FakeTransport) -> None:
+    if case.raises is RemoteInvalidInput:
+        # one session per primary, none on a backup: nothing was failed over or banned
+        assert transport.opens == ["a", "b", "c"] and swarm.banned == []
+
+
+def test_the_fake_blocks_compose_over_any_split() -> None:
+    """The check the table relies on: splitting blocks over servers does not change outputs."""
+    inputs = _inputs()
+    whole, _ = _reference(inputs)
+    parts = [BlockRange(0, 1), BlockRange(1, 4), BlockRange(4, 6)]
+    caches = {k: v for p in parts for k, v in new_caches(p, 1, MAX_LENGTH, HIDDEN).items()}
+    position = 0
+    for hidden, want in zip(inputs, whole, strict=True):
+        h = hidden
+        for part in parts:
+            h = run_blocks(caches, part, h, position)
+        assert torch.equal(h, want)
+        position += hidden.shape[1]
+    # and a missed replay shows: a fresh cache for the last part gives another answer
+    fresh = new_caches(parts[2], 1, MAX_LENGTH, HIDDEN)
+    out = run_blocks(fresh, parts[2], torch.ones(1, 1, HIDDEN), PROMPT + DECODE)
+    assert not torch.allclose(out, run_blocks(caches, parts[2], torch.ones(1, 1, HIDDEN), PROMPT + DECODE))
+
+
+def test_peer_unavailable_family_fails_over_and_invalid_input_does_not() -> None:
+    from client.ban_policy import fails_over
+    from swarm.errors import PeerBusy, PeerRefused, PeerTimedOut
+
+    for error in (PeerUnavailable("x"), PeerRefused("x"), PeerBusy("x"), PeerTimedOut("x")):
+        assert fails_over(error)
+    assert not fails_over(RemoteInvalidInput("x", code="INVALID_ARGUMENT"))
