@@ -17,6 +17,7 @@ import pytest
 import umsgpack
 
 from swarm.codec.entries import entry_from_message, entry_to_message, sign_entry
+from swarm.addresses import PeerAddress
 from swarm.dht import DhtConfig, SwarmDHT, keys
 from swarm.identity import Identity
 from swarm.records import ServerRecord
@@ -38,7 +39,7 @@ async def swarm(size: int, config: DhtConfig = CONFIG) -> AsyncIterator[list[Swa
     try:
         for _ in range(size - 1):
             via = rng.choice(nodes)
-            nodes.append(await SwarmDHT.start("127.0.0.1", 0, [("127.0.0.1", via.port)], config=config))
+            nodes.append(await SwarmDHT.start("127.0.0.1", 0, [PeerAddress("127.0.0.1", via.port)], config=config))
         yield nodes
     finally:
         await asyncio.gather(*(node.stop() for node in nodes))
@@ -246,7 +247,7 @@ async def test_a_joining_node_receives_the_keys_it_is_near_to() -> None:
     async with swarm(1) as nodes:
         server = Identity.generate()
         await nodes[0].announce(server, make_record(server, (0, 2)), 60)
-        newcomer = await SwarmDHT.start("127.0.0.1", 0, [("127.0.0.1", nodes[0].port)], config=CONFIG)
+        newcomer = await SwarmDHT.start("127.0.0.1", 0, [PeerAddress("127.0.0.1", nodes[0].port)], config=CONFIG)
         try:
             dkey = keys.key_digest(keys.server_key(server.server_id))
             await async_wait_until(lambda: newcomer.node.storage.get(dkey, time.time()), 2,
@@ -261,7 +262,7 @@ async def test_client_mode_looks_up_without_joining_tables() -> None:
     async with swarm(8) as nodes:
         records = await announce_servers(nodes[:3])
         client_config = dataclasses.replace(CONFIG, client_mode=True)
-        async with await SwarmDHT.start("127.0.0.1", 0, [("127.0.0.1", nodes[2].port)], config=client_config) as client:
+        async with await SwarmDHT.start("127.0.0.1", 0, [PeerAddress("127.0.0.1", nodes[2].port)], config=client_config) as client:
             assert client.num_peers > 0
             for server_id in records:
                 assert await client.get_record(server_id) is not None

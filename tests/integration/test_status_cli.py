@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from client import status_command
+from swarm.addresses import PeerAddress
 from swarm.dht import DhtConfig, SwarmDHT
 from swarm.identity import Identity
 from swarm.records import ServerState
@@ -65,7 +66,7 @@ async def test_status_shows_what_servers_announced(capsys: pytest.CaptureFixture
     try:
         await asyncio.gather(*(wait_for_line(n, f"DHT node listening on 127.0.0.1:{p}") for n, p in zip(nodes, ports)))
         config = DhtConfig(rpc_timeout=1.0, lookup_timeout=5.0)
-        async with await SwarmDHT.start("127.0.0.1", 0, [("127.0.0.1", p) for p in ports], config=config) as dht:
+        async with await SwarmDHT.start("127.0.0.1", 0, [PeerAddress("127.0.0.1", p) for p in ports], config=config) as dht:
             assert dht.num_peers == 2
             servers = {}
             for blocks, state in (((0, 3), ServerState.ONLINE), ((3, 5), ServerState.ONLINE), ((2, 4), ServerState.JOINING)):
@@ -76,9 +77,9 @@ async def test_status_shows_what_servers_announced(capsys: pytest.CaptureFixture
             peer = f"127.0.0.1:{ports[0]}"
             rc_json, out_json, _ = await swarm_status("--initial-peers", peer, "--json")
             # the same command in this process (each CLI process spends seconds importing torch)
-            rc_text = await status_command.status([("127.0.0.1", ports[1])], MODEL, False, 5.0)
+            rc_text = await status_command.status((PeerAddress("127.0.0.1", ports[1]),), MODEL, False, 5.0)
             out_text = capsys.readouterr().out
-            rc_missing = await status_command.status([("127.0.0.1", ports[1])], "org/nothing", False, 5.0)
+            rc_missing = await status_command.status((PeerAddress("127.0.0.1", ports[1]),), "org/nothing", False, 5.0)
             out_missing = capsys.readouterr().out
         assert rc_json == 0 and rc_text == 0
         (shown,) = json.loads(out_json)["models"]
