@@ -11,6 +11,7 @@ what was sent). All cases together take well under 2 s.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import pytest
@@ -48,6 +49,8 @@ class Case:
     banned: tuple[str, ...] = ()
     recoveries: int = 0
     raises: type[SwarmError] | None = None
+    sent: tuple[tuple[str, int], ...] = ()
+    """(server id, steps the client itself sent it, replays included) for the servers listed."""
 
 
 def _three(fault_on: str = "", fault: Fault | None = None, *, backups: str = "a2 b2 c2") -> tuple[
@@ -60,8 +63,8 @@ def _three(fault_on: str = "", fault: Fault | None = None, *, backups: str = "a2
 
 
 CASES = [
-    Case("no failures, chained", _three()),
-    Case("no failures, client relays", _three(), chained=False),
+    Case("no failures, chained", _three(), sent=(("a", 5), ("b", 0), ("c", 0))),
+    Case("no failures, client relays", _three(), chained=False, sent=(("a", 5), ("b", 5), ("c", 5))),
     Case("middle server dies mid-decode", _three("b", Fault("die", 2)), banned=("b",), recoveries=1),
     Case("last server dies, client relays", _three("c", Fault("die", 3)), chained=False, banned=("c",),
          recoveries=1),
@@ -73,10 +76,11 @@ CASES = [
          banned=("a",), recoveries=1),
     Case("server dies after answering: replaced at the next step", _three("c", Fault("die_after", 1)),
          banned=("c",), recoveries=1),
-    Case("push failure is relayed by the client", _three("a", Fault("drop_push", 2))),
+    Case("push failure is relayed by the client", _three("a", Fault("drop_push", 2)),
+         sent=(("a", 5), ("b", 1), ("c", 0))),
     Case("replacement dies during replay",
          _three("b", Fault("die", 2)) + (("b2", "2:4", 1, Fault("die", 0)), ("b3", "2:4", 2, None)),
-         banned=("b", "b2"), recoveries=1),
+         banned=("b", "b2"), recoveries=1, sent=(("b2", 1), ("b3", 2))),
     Case("invalid input is raised at once, never failed over", _three("b", Fault("invalid", 1)),
          raises=RemoteInvalidInput),
     Case("no server left for the lost blocks", _three("b", Fault("die", 2), backups="a2 c2"),
@@ -127,10 +131,10 @@ async def test_failover(case: Case) -> None:
     try:
         await session.open()
         if case.raises is not None:
-            with pytest.raises(case.raises):
+            with pytest.raises(case.raises) as raised:
                 for hidden in inputs:
                     await session.step(hidden)
-            _check_no_retry(case, swarm, transport)
+            _check_raised(raised.value, swarm, transport)
             return
         for hidden in inputs:
             outputs.append(await session.step(hidden))
@@ -145,24 +149,30 @@ async def test_failover(case: Case) -> None:
     assert swarm.banned == list(case.banned)
     assert len(session.recoveries) == case.recoveries
     _check_streams(final, servers, caches)
+    for server_id, count in case.sent:
+        server = next(s for s in servers if s.server_id == server_id)
+        assert sum(len(stream.client_steps) for stream in server.opened) == count, server_id
 
 
-def _check_streams(final: list[object], servers: list[FakeServer], caches: dict[int, torch.Tensor]) -> None:
+def _check_streams(final: Sequence[object], servers: list[FakeServer], caches: dict[int, torch.Tensor]) -> None:
     """No step was sent twice to one stream; the final route's caches are the reference ones."""
     for server in servers:
         for stream in server.opened:
             assert len(stream.client_steps) == len(set(stream.client_steps)), stream.client_steps
     length = PROMPT + DECODE
-    for stream in final:
-        assert isinstance(stream, FakeStream)
-        for block, cache in stream.caches.items():
+    for live in final:
+        assert isinstance(live, FakeStream)
+        for block, cache in live.caches.items():
             assert torch.allclose(cache[:, :length], caches[block][:, :length], rtol=1e-5, atol=1e-5), block
 
 
-def _check_no_retry(case: Case, swarm: FakeSwarm, transport: FakeTransport) -> None:
-    if case.raises is RemoteInvalidInput:
+def _check_raised(error: BaseException, swarm: FakeSwarm, transport: FakeTransport) -> None:
+    if isinstance(error, RemoteInvalidInput):
         # one session per primary, none on a backup: nothing was failed over or banned
         assert transport.opens == ["a", "b", "c"] and swarm.banned == []
+        assert error.peer == "fake://b"
+    if isinstance(error, NoRoute):
+        assert (error.block, error.model) == (2, "fake-model") and swarm.banned == ["b"]
 
 
 def test_the_fake_blocks_compose_over_any_split() -> None:
