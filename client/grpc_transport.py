@@ -148,8 +148,14 @@ class GrpcTransport:
     async def open_inference(self, address: str, request: InferenceOpen, timeout: float) -> GrpcInferenceStream:
         return await GrpcInferenceStream.open(self.pool, address, request, timeout, self.limits)
 
-    async def forward(self, address: str, call: ForwardCall, timeout: float,
-                      backward: bool = False) -> torch.Tensor:
+    async def forward(self, address: str, call: ForwardCall, timeout: float) -> torch.Tensor:
+        return await self._batch_call(address, call, timeout, backward=False)
+
+    async def backward(self, address: str, call: ForwardCall, timeout: float) -> torch.Tensor:
+        return await self._batch_call(address, call, timeout, backward=True)
+
+    async def _batch_call(self, address: str, call: ForwardCall, timeout: float, backward: bool) -> torch.Tensor:
+        """A stateless Forward or Backward call (a stream of tensors each way)."""
         stub = self.pool.stub(address)
         method = stub.Backward if backward else stub.Forward
         what = f"{'backward' if backward else 'forward'} through blocks {call.blocks}"

@@ -108,8 +108,8 @@ class RemoteSequential(torch.nn.Module):
         for hop in reversed(hops):
             tensors = (hop.inputs, grad) if mask is None else (hop.inputs, grad, mask)
             try:
-                grad = await self.transport.forward(hop.address, ForwardCall(self.model, hop.blocks, tensors),
-                                                    self.client.config.forward_timeout, backward=True)
+                grad = await self.transport.backward(hop.address, ForwardCall(self.model, hop.blocks, tensors),
+                                                     self.client.config.forward_timeout)
             except SwarmError as error:
                 retries = self._failed(hop.server_id, error, retries)
                 # recompute this hop's blocks elsewhere, then go back through them

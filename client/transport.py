@@ -63,9 +63,12 @@ class Transport(Protocol):
         """Opens a KV-cache session on `address`."""
         ...
 
-    async def forward(self, address: str, call: ForwardCall, timeout: float,
-                      backward: bool = False) -> torch.Tensor:
-        """A stateless Forward (or Backward) call; returns its one output tensor."""
+    async def forward(self, address: str, call: ForwardCall, timeout: float) -> torch.Tensor:
+        """A stateless Forward call (hidden states[, mask]); returns the output hidden states."""
+        ...
+
+    async def backward(self, address: str, call: ForwardCall, timeout: float) -> torch.Tensor:
+        """A Backward call (inputs, output gradients[, mask]); returns the input gradients."""
         ...
 
     async def info(self, address: str, timeout: float) -> ServerInfo:

@@ -214,8 +214,10 @@ class FakeTransport:
                                step.attention_mask, hops[1:])
         asyncio.get_running_loop().call_soon(target.deliver, onward)
 
-    async def forward(self, address: str, call: ForwardCall, timeout: float,
-                      backward: bool = False) -> torch.Tensor:
+    async def forward(self, address: str, call: ForwardCall, timeout: float) -> torch.Tensor:
+        raise NotImplementedError("sessions only")
+
+    async def backward(self, address: str, call: ForwardCall, timeout: float) -> torch.Tensor:
         raise NotImplementedError("sessions only")
 
     async def info(self, address: str, timeout: float) -> ServerInfo:
