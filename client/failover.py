@@ -101,5 +101,7 @@ class Failover:
             try:
                 out = await segment.stream.step(step, timeout)
             except SwarmError as error:
+                if not fails_over(error):
+                    raise
                 raise SegmentFailed(segment.server_id, error) from error
             history = History(out, history.position_ids, history.attention_mask)

@@ -2,7 +2,8 @@
 
 `RouteOpener.open` opens every part of one route at once; if any server fails to open,
 the others are aborted and `SegmentFailed` names the culprit (the caller bans it and
-asks again). `RouteSource` is what sessions need of `client.swarm_client.SwarmClient`
+asks again), unless no other server could do better (`client.ban_policy.fails_over`):
+that error is raised as it is. `RouteSource` is what sessions need of `client.swarm_client.SwarmClient`
 (routes, bans, config), so that tests can stand in for the swarm.
 
 Not here: reading results or replaying caches (`client.inference_session`, `client.failover`).
@@ -19,11 +20,12 @@ from typing import Protocol
 
 import torch
 
+from client.ban_policy import fails_over
 from client.config import ClientConfig
 from client.routing import Route
 from client.segments import SegmentStream
 from client.transport import Transport
-from swarm.errors import PeerUnavailable
+from swarm.errors import PeerUnavailable, SwarmError
 from swarm.protocol import InferenceOpen
 from swarm.records import BlockRange
 
@@ -103,6 +105,9 @@ class RouteOpener:
                 if isinstance(result, SegmentStream):
                     result.stream.abort()
             segment, error = failures[0]
+            for _, reason in failures:
+                if isinstance(reason, SwarmError) and not fails_over(reason):
+                    raise reason  # e.g. a batch size every server would reject: do not ban, do not retry
             raise SegmentFailed(segment.server_id, error)
         return [r for r in opened if isinstance(r, SegmentStream)]
 

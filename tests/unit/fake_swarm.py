@@ -9,7 +9,7 @@ doubled replay changes every later token).
 
 A server is scripted with one `Fault` at its n-th handled step (replays and pushed steps
 count): die, drain, reject the input, hang, answer late, drop its push, die after
-answering; or it refuses to open sessions at all.
+answering; or it refuses to open sessions at all (busy), or rejects the open request.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ from swarm.protocol import (
 )
 from swarm.records import BlockRange
 
-FaultKind = Literal["die", "drain", "invalid", "hang", "late", "drop_push", "die_after", "refuse_open"]
+FaultKind = Literal["die", "drain", "invalid", "hang", "late", "drop_push", "die_after", "refuse_open",
+                    "reject_open"]
 
 LATE_S = 0.12
 """How late a "late" server answers (tests use a step timeout well below it)."""
@@ -202,6 +203,8 @@ class FakeTransport:
             raise PeerUnavailable(f"{address}: connection refused", code="UNAVAILABLE", peer=address)
         if server.fault is not None and server.fault.kind == "refuse_open":
             raise PeerBusy(f"{address}: cache full", code="RESOURCE_EXHAUSTED", peer=address)
+        if server.fault is not None and server.fault.kind == "reject_open":
+            raise RemoteInvalidInput(f"{address}: batch_size must be...", code="INVALID_ARGUMENT", peer=address)
         stream = FakeStream(server, request, self)
         server.opened.append(stream)
         self.sessions[request.session_id] = stream

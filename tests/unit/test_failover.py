@@ -85,6 +85,8 @@ CASES = [
          raises=RemoteInvalidInput),
     Case("no server left for the lost blocks", _three("b", Fault("die", 2), backups="a2 c2"),
          banned=("b",), raises=NoRoute),
+    Case("an open request rejected as invalid is raised, not retried", _three("b", Fault("reject_open")),
+         raises=RemoteInvalidInput),
     Case("a server that refuses to open is routed around", _three("b", Fault("refuse_open")),
          banned=("b",)),
     Case("two servers of the chain fail in one step", _three("c", Fault("die", 2))
@@ -129,13 +131,14 @@ async def test_failover(case: Case) -> None:
     expected, caches = _reference(inputs)
     outputs: list[torch.Tensor] = []
     try:
-        await session.open()
         if case.raises is not None:
             with pytest.raises(case.raises) as raised:
+                await session.open()
                 for hidden in inputs:
                     await session.step(hidden)
             _check_raised(raised.value, swarm, transport)
             return
+        await session.open()
         for hidden in inputs:
             outputs.append(await session.step(hidden))
         if any(s.fault is not None and s.fault.kind == "late" for s in servers):
