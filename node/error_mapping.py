@@ -19,8 +19,9 @@ import grpc
 from swarm.errors import SessionTimeout
 from swarm.rpc import status_for
 
+# `SessionTimeout` and `status_for` live in swarm/ (the client reads the same table);
+# they stay importable from here for the server's modules
 __all__ = ["SessionTimeout", "grpc_errors", "status_for"]
-"""`SessionTimeout` and `status_for` live in `swarm`; they stay importable from here."""
 
 logger = logging.getLogger(__name__)
 

@@ -140,10 +140,9 @@ class FakeStream:
         message = f"{self.address}: {kind}"
         if kind == "invalid":
             self._error = RemoteInvalidInput(message, code="INVALID_ARGUMENT", peer=self.address)
-        else:
-            code = "UNAVAILABLE"
+        else:  # a dead server's connection and a draining server both answer UNAVAILABLE
             self._error = PeerUnavailable(f"{message} (draining)" if kind == "drain" else message,
-                                          code=code, peer=self.address)
+                                          code="UNAVAILABLE", peer=self.address)
         self._queue.put_nowait(self._error)
 
     def _post_late(self, result: InferenceResult) -> None:
