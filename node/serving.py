@@ -48,7 +48,7 @@ from swarm.model.families import BlockStack
 from swarm.protocol import ServerInfo
 from swarm.records import BlockRange, ServerRecord, ServerState, Throughput
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("node.server")  # the lifecycle lines users read keep their source
 
 SERVICE_NAME = "swarm.v1.BlockService"
 

@@ -89,7 +89,7 @@ def test_hidden_states_through_layer_slices_match(client: DistributedModelForCau
     ids = _prompt(batch=2, length=9, seed=6)
     with torch.no_grad():
         expected = reference.model(ids, output_hidden_states=True).hidden_states
-    hidden = swarm.model.head.embed(ids)
+    hidden = client.head.embed(ids)
     for k in (1, 3, 5):
         after = client.layers[0:k](hidden)
         assert torch.allclose(after, expected[k], atol=1e-4), k
@@ -102,7 +102,7 @@ def test_step_session_on_hidden_states(client: DistributedModelForCausalLM, refe
     ids = _prompt(length=8, seed=7)
     with torch.no_grad():
         expected = reference.model(ids, output_hidden_states=True).hidden_states[4]
-    hidden = swarm.model.head.embed(ids)
+    hidden = client.head.embed(ids)
     with client.layers[0:4].inference_session(max_length=16) as session:
         prefix = session.step(hidden[:, :5])
         rest = [session.step(hidden[:, i : i + 1]) for i in range(5, 8)]
@@ -116,7 +116,7 @@ def test_step_session_on_hidden_states(client: DistributedModelForCausalLM, refe
 def test_gradients_flow_through_remote_blocks(client: DistributedModelForCausalLM,
                                               reference: PreTrainedModel) -> None:
     ids = _prompt(length=5, seed=8)
-    hidden = swarm.model.head.embed(ids).detach().requires_grad_(True)
+    hidden = client.head.embed(ids).detach().requires_grad_(True)
     client.layers(hidden).pow(2).sum().backward()
     # the local reference: the same blocks run by hand (the model's last hidden state is
     # after the final norm, which the remote blocks do not include)
