@@ -13,6 +13,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from devtools.netsim import DelayProxy
+from tests.wait import async_wait_until
 
 
 class EchoServer:
@@ -141,11 +142,8 @@ async def test_client_close_reaches_the_server_after_the_delay(echo: EchoServer)
         writer.close()
         await asyncio.wait_for(echo.saw_eof.wait(), 1.0)
         assert time.perf_counter() - start >= 0.029
-        for _ in range(100):  # the echo server closes in turn; the proxy lets go of both
-            if proxy.active_connections == 0:
-                break
-            await asyncio.sleep(0.01)
-        assert proxy.active_connections == 0
+        # the echo server closes in turn; the proxy lets go of both
+        await async_wait_until(lambda: proxy.active_connections == 0, 1.0, "the proxy drops both connections")
 
 
 async def test_server_close_reaches_the_client(echo: EchoServer) -> None:
