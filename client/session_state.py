@@ -12,11 +12,14 @@ Not here: deciding what to replay or when (`client.failover`), sending (`client.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
-from client.segments import SegmentStream
 from swarm.errors import SwarmError
+
+if TYPE_CHECKING:  # only named in annotations: this module stays free of asyncio
+    from client.segments import SegmentStream
 
 KEPT_STEPS = 64
 """Steps whose positions are remembered for late (background) results."""
