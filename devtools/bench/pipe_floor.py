@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import IO
 
 import torch
@@ -58,6 +59,10 @@ def read_hidden(stream: IO[bytes]) -> tuple[int, torch.Tensor] | None:
     return start, torch.frombuffer(bytearray(data), dtype=torch.float32).view(1, tokens, hidden)
 
 
+CHECKOUT = Path(__file__).resolve().parents[2]
+"""The repository root: devtools is importable there only (the wheel does not ship it)."""
+
+
 class PipeFloor:
     """Greedy decoding through worker processes joined by pipes (a `Decoder`)."""
 
@@ -70,7 +75,7 @@ class PipeFloor:
         for span in spans:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "devtools.bench.pipe_floor", str(span), model_path],
-                stdin=previous, stdout=subprocess.PIPE, env=dict(env),
+                stdin=previous, stdout=subprocess.PIPE, env=dict(env), cwd=CHECKOUT,
             )
             if self._workers:
                 assert self._workers[-1].stdout is not None

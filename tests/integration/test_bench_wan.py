@@ -15,6 +15,7 @@ from devtools.launcher import listed_pids
 from tests.wait import pid_running, wait_pids_gone, wait_until
 
 DELAY_S = 0.020
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _pids(workdir: Path) -> list[int]:
@@ -49,7 +50,7 @@ def test_chaining_beats_relaying_and_neither_beats_physics(tmp_path: Path) -> No
 def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     bench = subprocess.Popen([sys.executable, "-m", "devtools.bench.wan", "--tokens", "500", "--rounds", "9",
                               "--workdir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+                             cwd=REPO, start_new_session=True)
     try:
         # both modes' warm-up calls, then the first measured one: interrupt mid-measurement
         wait_until(lambda: _first_server_sessions(tmp_path) >= 3 or bench.poll() is not None, 180,
