@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from devtools.launcher import PIDS_FILENAME, LocalSwarm, LocalSwarmConfig, LocalSwarmError, listed_pids
+from devtools.launcher import PIDS_FILENAME, LocalSwarm, LocalSwarmConfig, LocalSwarmError, listed_pids, read_ready
 from swarm.records import BlockRange
 from tests.integration.slicing_models import save_checkpoint
-from tests.wait import pid_running, wait_pids_gone
+from tests.wait import pid_running, wait_pids_gone, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,12 +101,13 @@ def test_failed_start_names_the_log_and_stops_the_rest(tmp_path: Path) -> None:
 
 
 def test_shell_trap_stops_only_listed_swarm_nodes(tmp_path: Path) -> None:
-    node = subprocess.Popen([sys.executable, "-m", "node.cli", "dht", "--host", "127.0.0.1", "--port", "0"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    ready = tmp_path / "dht.ready.json"
+    node = subprocess.Popen([sys.executable, "-m", "node.cli", "dht", "--host", "127.0.0.1", "--port", "0",
+                             "--ready-file", str(ready)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
     bystander = subprocess.Popen(["sleep", "60"])
     try:
-        assert node.stderr is not None
-        assert "DHT node listening" in node.stderr.readline()
+        wait_until(lambda: read_ready(ready) is not None or node.poll() is not None, 30, "the DHT node is ready")
+        assert node.poll() is None
         began = time.monotonic()
         (tmp_path / PIDS_FILENAME).write_text(f"{node.pid} dht\n{bystander.pid} not-ours\n")
         subprocess.run(["bash", "-c", f"source scripts/lib/procs.sh; stop_listed_processes {tmp_path / PIDS_FILENAME}"],
