@@ -103,7 +103,8 @@ def test_failed_start_names_the_log_and_stops_the_rest(tmp_path: Path) -> None:
 def test_shell_trap_stops_only_listed_swarm_nodes(tmp_path: Path) -> None:
     ready = tmp_path / "dht.ready.json"
     node = subprocess.Popen([sys.executable, "-m", "node.cli", "dht", "--host", "127.0.0.1", "--port", "0",
-                             "--ready-file", str(ready)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+                             "--ready-file", str(ready)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
     bystander = subprocess.Popen(["sleep", "60"])
     try:
         wait_until(lambda: read_ready(ready) is not None or node.poll() is not None, 30, "the DHT node is ready")
