@@ -1,8 +1,8 @@
 """The import contract of pyproject.toml ([tool.importlinter]) holds, and it bites.
 
 The contract is what keeps the layout of DESIGN.md true: swarm/ is shared and imports
-neither side, node/ and client/ never import each other, and the pure decision packages
-import no networking, asyncio or torch. The second test plants one violation of each
+neither side, node/ and client/ never import each other, the runtime packages never import
+the dev tools, and the pure decision packages import no networking, asyncio or torch. The second test plants one violation of each
 kind in a copy of the tree and checks that import-linter names the broken contract, so a
 contract that silently stopped matching (a renamed package, a typo) cannot pass.
 
@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
-PACKAGES = ("swarm", "node", "client")
+PACKAGES = ("swarm", "node", "client", "devtools")
 
 VIOLATIONS = [
     # (file to plant, line, contract that must break)
@@ -31,6 +31,9 @@ VIOLATIONS = [
     ("client/routing/planted.py", "import torch\n", "pure packages: no gRPC, sockets, asyncio, DHT or torch"),
     ("node/placement/planted.py", "import asyncio\n", "pure packages: no gRPC, sockets, asyncio, DHT or torch"),
     ("node/placement/planted2.py", "import grpc\n", "pure packages: no gRPC, sockets, asyncio, DHT or torch"),
+    ("devtools/simulation/planted.py", "import socket\n", "pure packages: no gRPC, sockets, asyncio, DHT or torch"),
+    ("client/planted.py", "import devtools.launcher\n",
+     "the runtime never imports the dev tools (the wheel does not ship them)"),
 ]
 
 
