@@ -9,8 +9,10 @@
   HF-style `generate`, `inference_session(...)` returning an `InferenceSession`.
 - `ClientConfig` (and `RoutingConfig` inside it): timeouts, retries, bans, routing.
 - The errors a client raises, all `SwarmError`s (the tree is drawn in `swarm.errors`):
-  `NoRoute` (no live server holds a needed block), `PeerUnavailable` (a server failed and
-  failover ran out), `RemoteError` (a server refused the request), `InvalidInput` (bad
+  `NoRoute` (no live server holds a needed block), `PeerUnavailable` and its kinds
+  `PeerRefused`/`PeerBusy`/`PeerTimedOut` (a server failed and failover ran out),
+  `RemoteInvalidInput` (a server rejected the request itself: never retried),
+  `RemoteError` (their base: any status, with `.peer` and `.code`), `InvalidInput` (bad
   arguments, found before anything was sent).
 
 Names resolve lazily (PEP 562), so `import client.routing` and other pure submodules do
@@ -29,7 +31,17 @@ if TYPE_CHECKING:
     from client.remote_sequential import RemoteSequential
     from client.routing import RoutingConfig
     from client.session_handle import InferenceSession
-    from swarm.errors import InvalidInput, NoRoute, PeerUnavailable, RemoteError, SwarmError
+    from swarm.errors import (
+        InvalidInput,
+        NoRoute,
+        PeerBusy,
+        PeerRefused,
+        PeerTimedOut,
+        PeerUnavailable,
+        RemoteError,
+        RemoteInvalidInput,
+        SwarmError,
+    )
 
 _EXPORTS = {
     "AutoDistributedModelForCausalLM": "client.model",
@@ -42,7 +54,11 @@ _EXPORTS = {
     "InvalidInput": "swarm.errors",
     "NoRoute": "swarm.errors",
     "PeerUnavailable": "swarm.errors",
+    "PeerRefused": "swarm.errors",
+    "PeerBusy": "swarm.errors",
+    "PeerTimedOut": "swarm.errors",
     "RemoteError": "swarm.errors",
+    "RemoteInvalidInput": "swarm.errors",
 }
 
 __all__ = sorted(_EXPORTS)
