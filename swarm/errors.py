@@ -12,6 +12,7 @@
     ├── SessionTimeout              an idle session was closed  (DEADLINE_EXCEEDED)
     ├── RemoteError                 a call to a peer failed (client side; `.peer`, `.code`)
     │   ├── RemoteInvalidInput      the peer says our request is malformed: never retried
+    │   │   └── Unauthenticated     no or the wrong swarm token (UNAUTHENTICATED): never retried
     │   └── PeerUnavailable         the peer cannot do it now; another server may (fail over):
     │       │                       unreachable, died, draining, INTERNAL, ...
     │       ├── PeerRefused         it does not hold the blocks or the session
@@ -85,6 +86,13 @@ class RemoteError(SwarmError):
 
 class RemoteInvalidInput(RemoteError):
     """The peer rejected our request as malformed: any other server would too."""
+
+
+class Unauthenticated(RemoteInvalidInput):
+    """The peer refused the call's swarm token (missing or wrong): every server of the swarm would.
+
+    Never retried: give the swarm's token (`--swarm-token` or $SWARM_TOKEN).
+    """
 
 
 class PeerUnavailable(RemoteError):

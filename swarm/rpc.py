@@ -5,6 +5,12 @@ a status (`status_for`), the client and a server's push client for their channel
 health ping and to turn a failed call back into a typed error (`error_from_status`,
 `rpc_errors`). `STATUS_TABLE` is the single mapping, read in both directions.
 
+Private swarms (`swarm.security.RpcSecurity`): `ChannelPool(security)` dials over TLS
+and adds the swarm token to every call's metadata (a channel-level interceptor, so call
+sites do not change); `make_server(security)` refuses BlockService calls without the
+token (`TokenCheck`: UNAUTHENTICATED; health checks and reflection stay open) and
+`bind_server` serves TLS and turns a taken port into `PortInUse`.
+
 Not here: the calls themselves (`client.grpc_transport`, `node.push_client`), the
 servicer's decorator (`node.error_mapping`), anything that touches protobuf messages of
 our own (`swarm.codec`).
@@ -14,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +45,18 @@ from swarm.errors import (
     SessionStateError,
     SessionTimeout,
     SwarmError,
+    Unauthenticated,
 )
+from swarm.security import TOKEN_METADATA_KEY, RpcSecurity, token_matches
 from swarm.v1 import block_service_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+PUBLIC = RpcSecurity()
+"""A public swarm: plaintext gRPC, no token."""
+
+BLOCK_SERVICE_PREFIX = "/swarm.v1.BlockService/"
+"""Method names the swarm token guards (health checks and reflection stay open)."""
 
 MAX_MESSAGE_BYTES = 512 << 20
 """gRPC message cap on every channel and server (a long prompt's hidden states exceed
@@ -85,6 +104,7 @@ STATUS_TABLE: tuple[StatusRow, ...] = (
     StatusRow(grpc.StatusCode.RESOURCE_EXHAUSTED, CacheExhausted, PeerBusy),
     StatusRow(grpc.StatusCode.UNAVAILABLE, ServerDraining, PeerUnavailable),
     StatusRow(grpc.StatusCode.DEADLINE_EXCEEDED, SessionTimeout, PeerTimedOut),
+    StatusRow(grpc.StatusCode.UNAUTHENTICATED, Unauthenticated, Unauthenticated),
 )
 """The status <-> error mapping. A server error in no row is a bug: INTERNAL. A status
 in no row (INTERNAL, CANCELLED, a stream ended with OK before its answer, ...) means the
@@ -145,15 +165,20 @@ def rpc_errors(peer: str, what: str) -> Iterator[None]:
 
 
 class ChannelPool:
-    """One grpc.aio channel per address, created in (and bound to) the running loop."""
+    """One grpc.aio channel per address, created in (and bound to) the running loop.
 
-    def __init__(self) -> None:
+    With `security`: TLS channels that verify servers against its CA, and its swarm token
+    on every call.
+    """
+
+    def __init__(self, security: RpcSecurity = PUBLIC) -> None:
+        self.security = security
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = self._channels[address] = open_channel(address, self.security)
         return channel
 
     def stub(self, address: str) -> block_service_pb2_grpc.BlockServiceStub:
@@ -176,3 +201,136 @@ async def ping(pool: ChannelPool, address: str, timeout: float) -> float:
     with rpc_errors(address, "ping"):
         await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
     return time.perf_counter() - began
+
+
+def open_channel(address: str, security: RpcSecurity = PUBLIC) -> grpc.aio.Channel:
+    """A channel to `address`: TLS if `security` has a CA, the token on every call if it has one."""
+    interceptors = token_interceptors(security.swarm_token) if security.swarm_token is not None else None
+    if security.tls_ca is not None:
+        credentials = grpc.ssl_channel_credentials(root_certificates=security.tls_ca)
+        return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
+
+
+def with_token(details: grpc.aio.ClientCallDetails, token: str) -> grpc.aio.ClientCallDetails:
+    """`details` with the swarm token added to its metadata."""
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    metadata.add(TOKEN_METADATA_KEY, token)
+    return details._replace(metadata=metadata)  # type: ignore[no-any-return]
+
+
+class _TokenInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,
+                        grpc.aio.StreamUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
+    """Adds the swarm token to the metadata of every call of a channel, whatever its kind."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(with_token(details, self._token), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(with_token(details, self._token), request)
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(with_token(details, self._token), requests)
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(with_token(details, self._token), requests)
+
+
+def token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
+    """The client interceptors that send `token` with every call."""
+    return [_TokenInterceptor(token)]
+
+
+class TokenCheck(grpc.aio.ServerInterceptor):
+    """Refuses BlockService calls whose metadata lacks the swarm token (UNAUTHENTICATED).
+
+    The comparison is constant-time; the answer says whether a token was missing or
+    wrong, never what it should be. Other services (health, reflection) pass.
+    """
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method  # type: ignore[attr-defined]
+        if handler is None or not method.startswith(BLOCK_SERVICE_PREFIX):
+            return handler
+        given = [v for k, v in details.invocation_metadata or () if k == TOKEN_METADATA_KEY]  # type: ignore[attr-defined]
+        if len(given) == 1 and token_matches(self._token, given[0]):
+            return handler
+        reason = "this swarm requires a swarm token (--swarm-token or $SWARM_TOKEN)" if not given else \
+            "wrong swarm token"
+        logger.info("refused %s: %s", method, "no swarm token" if not given else "wrong swarm token")
+        return _refusal(handler, reason)
+
+
+def _refusal(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as `handler` that ends the call with UNAUTHENTICATED."""
+
+    async def refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(refuse)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(refuse)
+    return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+def make_server(security: RpcSecurity = PUBLIC) -> grpc.aio.Server:
+    """A gRPC server with our options that checks the swarm token if `security` has one."""
+    interceptors = [TokenCheck(security.swarm_token)] if security.swarm_token is not None else None
+    return grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
+
+
+class PortInUse(SwarmError):
+    """A port to listen on is taken (or cannot be bound); said at start, before any work."""
+
+
+def check_port(host: str, port: int, what: str, flag: str, udp: bool = False) -> None:
+    """Raises `PortInUse` if `host:port` cannot be bound now (port 0 always can).
+
+    Start-up calls it before loading anything, so that a taken port is one clear line
+    within a second rather than a failure after the model loaded.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as probe:
+        if not udp:  # as grpc does: a port left in TIME_WAIT is free, a listening one is not
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise PortInUse(_port_message(host, port, what, flag, error.errno)) from None
+
+
+def _port_message(host: str, port: int, what: str, flag: str, code: int | None) -> str:
+    if code == errno.EADDRINUSE:
+        return f"{what} port {host}:{port} is in use (another server?); choose another {flag}"
+    return f"{what} port {host}:{port} cannot be bound ({errno.errorcode.get(code or 0, code)}); check --host and {flag}"
+
+
+def bind_server(server: grpc.aio.Server, host: str, port: int, security: RpcSecurity = PUBLIC) -> int:
+    """Binds `server` to host:port (TLS if `security` has a certificate); returns the port.
+
+    Raises `PortInUse` when the port is taken (grpc only says "Failed to bind").
+    """
+    address = f"{host}:{port}"
+    try:
+        if security.tls_cert is not None and security.tls_key is not None:
+            credentials = grpc.ssl_server_credentials([(security.tls_key, security.tls_cert)])
+            return server.add_secure_port(address, credentials)
+        return server.add_insecure_port(address)
+    except RuntimeError:
+        check_port(host, port, "gRPC", "--port")  # says "in use" if that is why
+        raise PortInUse(f"gRPC port {address} cannot be bound; check --host and --port") from None

@@ -5,6 +5,8 @@
     SWARM_LLM_CACHE   root of swarm-llm's cache: the converted default model
                       (`swarm.default_model`) and measured throughputs
                       (`node.throughput`); unset: ~/.cache/swarm-llm
+    SWARM_TOKEN       the private swarm's token when --swarm-token is not given
+                      (`swarm.security`); unset or empty: none (a public swarm)
 
 Each function reads the environment when called (tests and launchers set variables
 after import). Not here: command-line flags (`swarm.config_flags` builds them from the
@@ -19,6 +21,7 @@ from pathlib import Path
 
 LOG_LEVEL_ENV = "SWARM_LOG_LEVEL"
 CACHE_ENV = "SWARM_LLM_CACHE"
+TOKEN_ENV = "SWARM_TOKEN"
 
 
 def log_level(verbose: bool = False) -> str:
@@ -30,3 +33,8 @@ def cache_root() -> Path:
     """Root of swarm-llm's cache: $SWARM_LLM_CACHE, else ~/.cache/swarm-llm."""
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "swarm-llm"
+
+
+def swarm_token() -> str | None:
+    """The swarm token from $SWARM_TOKEN; None when unset or empty."""
+    return os.environ.get(TOKEN_ENV) or None

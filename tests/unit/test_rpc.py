@@ -5,8 +5,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from client.ban_policy import fails_over
 from swarm import errors
-from swarm.errors import PeerTimedOut, PeerUnavailable, RemoteError, RemoteInvalidInput, SwarmError
+from swarm.errors import PeerTimedOut, PeerUnavailable, RemoteError, RemoteInvalidInput, SwarmError, Unauthenticated
 from swarm.rpc import (
     CHANNEL_OPTIONS,
     MAX_MESSAGE_BYTES,
@@ -44,11 +45,15 @@ def test_every_server_error_has_its_own_status(error_type: type[SwarmError]) -> 
     assert isinstance(error_from_status(code, "x", "p", "w"), RemoteError)
 
 
-def test_only_invalid_input_comes_back_as_not_retryable() -> None:
+def test_only_invalid_input_and_a_refused_token_come_back_as_not_retryable() -> None:
     remote = {r.code: r.remote for r in STATUS_TABLE}
     assert [c for c, t in remote.items() if not issubclass(t, PeerUnavailable)] == [
-        grpc.StatusCode.INVALID_ARGUMENT]
+        grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED]
     assert remote[grpc.StatusCode.INVALID_ARGUMENT] is RemoteInvalidInput
+    # every server of the swarm checks the same token: failing over cannot help
+    refused = error_from_status(grpc.StatusCode.UNAUTHENTICATED, "wrong swarm token", "p:1", "step 1")
+    assert type(refused) is Unauthenticated and isinstance(refused, RemoteInvalidInput)
+    assert not fails_over(refused)
 
 
 def test_codes_in_no_row_mean_the_peer_failed() -> None:
