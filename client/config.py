@@ -7,11 +7,14 @@ their metadata (`swarm.config_flags`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from client.routing import RoutingConfig
+from swarm import settings
 from swarm.addresses import PeerAddress
 from swarm.codec.limits import TensorLimits
 from swarm.config_flags import flag
+from swarm.security import RpcSecurity
 
 
 @dataclass(frozen=True)
@@ -20,10 +23,22 @@ class ClientConfig:
 
     initial_peers: tuple[PeerAddress, ...] = field(metadata=flag("DHT peers of the swarm", metavar="HOST:PORT"))
     """DHT peers to bootstrap from (at least one)."""
+    tls_ca: Path | None = field(default=None, metadata=flag(
+        "CA certificate(s) (PEM) to verify servers of a private swarm that serve TLS", metavar="FILE"))
+    """CA the servers' TLS certificates are verified against; None: plaintext gRPC."""
+    swarm_token: str | None = field(default=None, repr=False, metadata=flag(
+        "token of a private swarm, sent with every call and DHT message", metavar="TOKEN",
+        default_text="$SWARM_TOKEN, else none"))
+    """Token of a private swarm; None: $SWARM_TOKEN, else none (a public swarm)."""
     dht_host: str = "127.0.0.1"
     """Interface of the client's own DHT node."""
     connect_timeout: float = 10.0
-    """Opening a session on a server."""
+    """Closing a session politely on a server."""
+    open_timeout: float = 2.0
+    """Opening a session on a server: a real open is one round trip plus a KV-cache
+    reservation (~1 ms on loopback; a new channel adds TCP+HTTP/2 (+TLS) handshakes, ~3-4
+    RTTs, under 1.5 s even at 300 ms RTT). A dead or silent server (a fake record) is
+    given up on after this and failed over, so fakes cost seconds, not minutes."""
     step_timeout: float = 30.0
     """One inference step on one server; a silent server past this is failed over."""
     push_allowance: float = 6.0
@@ -43,9 +58,23 @@ class ClientConfig:
     """First ban of a failed server; doubles with each consecutive failure."""
     ban_max_s: float = 300.0
     """Longest ban."""
+    ban_wait_s: float = 15.0
+    """With every holder of a needed block banned, how long routing may wait for a ban to
+    end (or a banned server to pass a health check) before raising NoRoute."""
+    verify_fraction: float = field(default=0.05, metadata=flag(
+        "fraction of inference steps recomputed on a second server of the same blocks to catch "
+        "lying servers (only where a replica exists)", metavar="F"))
+    """Fraction of steps whose segments are recomputed on another server (0 = off, 1 = all)."""
+    verify_seed: int | None = None
+    """Seed of the step sampler (None: random); tests fix it."""
     map_ttl: float = 5.0
     """How long a fetched view of the swarm is reused before asking the DHT again."""
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     """Route search and pricing; `routing.chained` also turns server-to-server pushes on."""
     tensor_limits: TensorLimits = field(default_factory=lambda: TensorLimits(max_bytes=512 << 20))
     """Bounds on tensors decoded from servers."""
+
+    def load_security(self) -> RpcSecurity:
+        """The CA file read and checked, with the token (else $SWARM_TOKEN); raises
+        `swarm.security.SecurityConfigError` if unusable."""
+        return RpcSecurity.load(tls_ca=self.tls_ca, swarm_token=self.swarm_token or settings.swarm_token())

@@ -23,6 +23,7 @@ from client.ban_policy import fails_over
 from client.route_opener import RouteOpener, SegmentFailed
 from client.segments import SegmentEvent, SegmentStream
 from client.session_state import History, SessionHistory, StepState
+from client.verification import check_finite
 from swarm.errors import SwarmError
 from swarm.protocol import InferenceStep
 
@@ -72,7 +73,7 @@ class Failover:
         logger.warning("session %s: server %s failed on blocks %s (%s); recovering", session_id,
                        failed.server_id[:8], failed.blocks, error)
         await failed.stop()
-        self.opener.swarm.ban(failed.server_id)
+        self.opener.swarm.ban(failed.server_id, failed.stream.address, error)
         after = segments[index - 1].server_id if index > 0 else None
         before = segments[index + 1].server_id if index + 1 < len(segments) else None
 
@@ -100,8 +101,9 @@ class Failover:
                                  history.attention_mask)
             try:
                 out = await segment.stream.step(step, timeout)
+                check_finite(out, segment.stream.address, f"the replay of blocks {segment.blocks}")
             except SwarmError as error:
                 if not fails_over(error):
                     raise
-                raise SegmentFailed(segment.server_id, error) from error
+                raise SegmentFailed(segment.server_id, error, segment.stream.address) from error
             history = History(out, history.position_ids, history.attention_mask)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import uuid
 
 import torch
@@ -29,6 +30,8 @@ from client.route_opener import RouteOpener, RouteSource, SessionSpec
 from client.segments import SegmentEvent, SegmentStream
 from client.session_state import SessionHistory, StepMeta, StepState
 from client.transport import Transport
+from client.verification import BadOutput, VerificationStats, check_finite
+from client.verifier import Verifier
 from swarm.errors import InvalidInput, PeerTimedOut, SessionStateError, SwarmError
 from swarm.protocol import InferenceResult, InferenceStep
 from swarm.records import BlockRange
@@ -40,7 +43,8 @@ class RemoteInferenceSession:
     """Async core of an inference session over blocks `span` of `model`."""
 
     def __init__(self, client: RouteSource, model: str, num_blocks: int, span: BlockRange,
-                 batch_size: int, max_length: int, dtype: torch.dtype, transport: Transport) -> None:
+                 batch_size: int, max_length: int, dtype: torch.dtype, transport: Transport,
+                 verification: VerificationStats | None = None) -> None:
         self.client = client
         self.model = model
         self.num_blocks = num_blocks
@@ -58,6 +62,11 @@ class RemoteInferenceSession:
         spec = SessionSpec(model, num_blocks, batch_size, max_length, dtype, self.session_id)
         self._opener = RouteOpener(client, transport, spec)
         self._failover = Failover(self._opener, self._history, self._step_ids)
+        self.verification = verification or VerificationStats()
+        """Steps checked, disagreements, servers banned (shared with the model if it passed one)."""
+        seed = client.config.verify_seed
+        self._verifier = Verifier(client, transport, model, self._history, self.verification,
+                                  random.Random(seed))
 
     @property
     def recoveries(self) -> list[float]:
@@ -101,6 +110,8 @@ class RemoteInferenceSession:
             await self._failover.recover(self.segments, state, self._events, self._send)
             if state.result is None:
                 await self._handle(await self._next_event(state), state)
+            if state.result is not None:
+                await self._verify(state)
         self._leftover_failures = state.failed
         self.position = start + tokens
         return state.result
@@ -128,8 +139,13 @@ class RemoteInferenceSession:
             return
         if payload.step_id > state.step_id or segment in state.done:
             return  # a duplicate (a step pushed twice after a failover)
+        if not self._finite(segment, payload, state):
+            return
         state.done.add(segment)
         self.client.succeeded(segment.server_id)
+        after = self._next_segment(segment)
+        if after is not None and after in state.suspects:  # its input was fine: its output was not
+            state.failed[after] = state.suspects.pop(after)
         if segment is self.segments[-1]:
             state.result = payload.hidden_states
             return
@@ -140,10 +156,52 @@ class RemoteInferenceSession:
                             segment.server_id[:8], state.step_id)
             await self._send(self.segments[self.segments.index(segment) + 1], state)
 
+    def _next_segment(self, segment: SegmentStream) -> SegmentStream | None:
+        index = self.segments.index(segment)
+        return self.segments[index + 1] if index + 1 < len(self.segments) else None
+
+    def _finite(self, segment: SegmentStream, result: InferenceResult, state: StepState) -> bool:
+        """False (and the segment failed, or suspect until its input is known) if the result
+        holds NaN/Inf: such activations never become tokens."""
+        try:
+            check_finite(result.hidden_states, segment.stream.address,
+                         f"step {state.step_id} on blocks {segment.blocks}")
+        except BadOutput as error:
+            if segment in state.forgiven:  # computed over NaN a replaced server had pushed to it
+                state.forgiven.discard(segment)
+                return False
+            logger.warning("session %s: %s", self.session_id, error)
+            self.verification.non_finite += 1
+            index = self.segments.index(segment)
+            after = self._next_segment(segment)
+            if after is not None and after not in state.done:  # its NaN input came from here
+                if state.suspects.pop(after, None) is None:
+                    state.forgiven.add(after)
+            if index > 0 and self.segments[index - 1] not in state.done:
+                state.suspects[segment] = error  # a NaN input pushed by the previous server?
+            else:
+                state.failed[segment] = error
+            return False
+        return True
+
+    async def _verify(self, state: StepState) -> None:
+        """Spot-checks the finished step; an outvoted server is failed over and the step redone
+        from its segment on."""
+        if state.result is None:
+            return
+        liar = await self._verifier.check(self.segments, state.meta, state.result, self.session_id)
+        if liar is None:
+            return
+        state.result = None
+        for segment in self.segments[self.segments.index(liar):]:
+            state.done.discard(segment)
+        state.failed[liar] = BadOutput(f"{liar.stream.address} was outvoted on blocks {liar.blocks}",
+                                       code="DATA_LOSS", peer=liar.stream.address)
+
     def _late_result(self, segment: SegmentStream, result: InferenceResult) -> None:
         """A middle server's copy of an earlier step: keep it for replays."""
         meta = self._history.step_meta(result.step_id)
-        if meta is not None and segment is not self.segments[-1]:
+        if meta is not None and segment is not self.segments[-1] and bool(torch.isfinite(result.hidden_states).all()):
             self._history.record(segment.blocks.end, result.hidden_states, meta)
 
     async def _send(self, segment: SegmentStream, state: StepState) -> None:

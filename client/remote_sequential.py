@@ -21,6 +21,7 @@ from client.runtime import LoopThread
 from client.session_handle import InferenceSession
 from client.swarm_client import SwarmClient
 from client.transport import Transport
+from client.verification import VerificationStats, check_finite
 from swarm.errors import SwarmError
 from swarm.protocol import ForwardCall
 from swarm.records import BlockRange
@@ -42,7 +43,8 @@ class RemoteSequential(torch.nn.Module):
     """Blocks `span` of `model` served by the swarm, callable on hidden states."""
 
     def __init__(self, client: SwarmClient, loop: LoopThread, model: str, num_blocks: int,
-                 span: BlockRange | None = None, transport: Transport | None = None) -> None:
+                 span: BlockRange | None = None, transport: Transport | None = None,
+                 verification: VerificationStats | None = None) -> None:
         super().__init__()
         self.client = client
         self.transport = transport or client.transport
@@ -51,6 +53,8 @@ class RemoteSequential(torch.nn.Module):
         self.model = model
         self.num_blocks = num_blocks
         self.span = span or BlockRange(0, num_blocks)
+        self.verification = verification or VerificationStats()
+        """What output checks found in this model's sessions (steps checked, disagreements, bans)."""
 
     def __len__(self) -> int:
         return len(self.span)
@@ -59,11 +63,11 @@ class RemoteSequential(torch.nn.Module):
         blocks = range(self.span.start, self.span.end)[index]
         if isinstance(blocks, int):
             return RemoteSequential(self.client, self.loop, self.model, self.num_blocks,
-                                    BlockRange(blocks, blocks + 1), self.transport)
+                                    BlockRange(blocks, blocks + 1), self.transport, self.verification)
         if blocks.step != 1 or len(blocks) == 0:
             raise IndexError(f"remote blocks can only be sliced into contiguous, non-empty ranges: {index}")
         return RemoteSequential(self.client, self.loop, self.model, self.num_blocks,
-                                BlockRange(blocks.start, blocks.stop), self.transport)
+                                BlockRange(blocks.start, blocks.stop), self.transport, self.verification)
 
     def __repr__(self) -> str:
         return f"RemoteSequential(model={self.model!r}, blocks={self.span})"
@@ -77,7 +81,7 @@ class RemoteSequential(torch.nn.Module):
                           dtype: torch.dtype = torch.float32) -> InferenceSession:
         """A KV-cache session over these blocks; step it with hidden states."""
         remote = RemoteInferenceSession(self.client, self.model, self.num_blocks, self.span,
-                                        batch_size, max_length, dtype, self.transport)
+                                        batch_size, max_length, dtype, self.transport, self.verification)
         return InferenceSession(remote, self.loop)
 
     # ---- async work on the client loop ------------------------------------------
@@ -95,8 +99,9 @@ class RemoteSequential(torch.nn.Module):
                 call = ForwardCall(self.model, segment.blocks, (x,) if mask is None else (x, mask))
                 try:
                     y = await self.transport.forward(address, call, self.client.config.forward_timeout)
+                    check_finite(y, address, f"forward through blocks {segment.blocks}")
                 except SwarmError as error:
-                    retries = self._failed(segment.server_id, error, retries)
+                    retries = self._failed(segment.server_id, address, error, retries)
                     break
                 hops.append(_Hop(segment.server_id, address, segment.blocks, x))
                 x, position = y, segment.blocks.end
@@ -111,17 +116,17 @@ class RemoteSequential(torch.nn.Module):
                 grad = await self.transport.backward(hop.address, ForwardCall(self.model, hop.blocks, tensors),
                                                      self.client.config.forward_timeout)
             except SwarmError as error:
-                retries = self._failed(hop.server_id, error, retries)
+                retries = self._failed(hop.server_id, hop.address, error, retries)
                 # recompute this hop's blocks elsewhere, then go back through them
                 _, fresh = await self.run_forward(hop.blocks, hop.inputs, mask)
                 grad = await self.run_backward(fresh, grad, mask)
         return grad
 
-    def _failed(self, server_id: str, error: SwarmError, retries: int) -> int:
+    def _failed(self, server_id: str, address: str, error: SwarmError, retries: int) -> int:
         if not fails_over(error) or retries >= self.client.config.max_retries:
             raise error
         logger.warning("server %s failed a batch call (%s); re-routing", server_id[:8], error)
-        self.client.ban(server_id)
+        self.client.ban(server_id, address, error)
         return retries + 1
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -48,8 +48,12 @@ class RouteSource(Protocol):
         """The best route over `span` and its servers' addresses (raises NoRoute)."""
         ...
 
-    def ban(self, server_id: str) -> None:
-        """Avoids a failed server for a while."""
+    def ban(self, server_id: str, address: str = "", error: SwarmError | None = None) -> None:
+        """Avoids a failed server (its id and its address) for a while."""
+        ...
+
+    def replicas(self, model: str, blocks: BlockRange, exclude: frozenset[str]) -> list[tuple[str, str]]:
+        """(id, address) of unbanned servers holding all of `blocks`, other than `exclude`."""
         ...
 
     def succeeded(self, server_id: str) -> None:
@@ -60,9 +64,9 @@ class RouteSource(Protocol):
 class SegmentFailed(PeerUnavailable):
     """A server failed while a route was being opened or its cache rebuilt."""
 
-    def __init__(self, server_id: str, error: BaseException) -> None:
+    def __init__(self, server_id: str, error: BaseException, address: str = "") -> None:
         super().__init__(f"server {server_id[:8]} failed: {error}", code=getattr(error, "code", "UNKNOWN"),
-                         peer=getattr(error, "peer", ""))
+                         peer=address or getattr(error, "peer", ""))
         self.server_id = server_id
         self.error = error
 
@@ -108,7 +112,7 @@ class RouteOpener:
             for _, reason in failures:
                 if isinstance(reason, SwarmError) and not fails_over(reason):
                     raise reason  # e.g. a batch size every server would reject: do not ban, do not retry
-            raise SegmentFailed(segment.server_id, error)
+            raise SegmentFailed(segment.server_id, error, addresses[segment.server_id])
         return [r for r in opened if isinstance(r, SegmentStream)]
 
     async def open_retrying(self, span: BlockRange, after: str | None, before: str | None,
@@ -129,7 +133,8 @@ class RouteOpener:
                 logger.warning("session %s: %s", self.spec.session_id, failed)
                 for segment in fresh:
                     segment.stream.abort()
-                self.swarm.ban(failed.server_id)
+                cause = failed.error if isinstance(failed.error, SwarmError) else failed
+                self.swarm.ban(failed.server_id, failed.peer, cause)
                 continue
             return fresh
         raise PeerUnavailable(f"could not open streams over blocks {span} of {self.spec.model} "
@@ -137,8 +142,9 @@ class RouteOpener:
 
     async def _open_one(self, address: str, server_id: str, blocks: BlockRange) -> SegmentStream:
         spec = self.spec
-        # random ids: knowing a session's id is what allows pushing steps into it
-        session_id = f"{spec.session_id}-{uuid.uuid4().hex[:16]}"
-        request = InferenceOpen(spec.model, blocks, spec.batch_size, spec.max_length, spec.dtype, session_id)
-        stream = await self.transport.open_inference(address, request, self.swarm.config.connect_timeout)
-        return SegmentStream(server_id, blocks, stream, session_id)
+        # 128 random bits each; the capability goes only to the server that pushes here (SegmentStream.hop)
+        session_id, capability = secrets.token_hex(16), secrets.token_hex(16)
+        request = InferenceOpen(spec.model, blocks, spec.batch_size, spec.max_length, spec.dtype, session_id,
+                                capability)
+        stream = await self.transport.open_inference(address, request, self.swarm.config.open_timeout)
+        return SegmentStream(server_id, blocks, stream, session_id, capability)

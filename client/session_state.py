@@ -110,6 +110,10 @@ class StepState:
     """Segments that answered this step."""
     failed: dict[SegmentStream, SwarmError] = field(default_factory=dict)
     """Segments that failed and are not replaced yet, with why."""
+    suspects: dict[SegmentStream, SwarmError] = field(default_factory=dict)
+    """Segments that answered NaN/Inf before their input was known (blamed if it was finite)."""
+    forgiven: set[SegmentStream] = field(default_factory=set)
+    """Segments whose next NaN/Inf answer is not theirs (the previous server pushed it NaN)."""
     result: torch.Tensor | None = None
     """The last segment's output, once it came."""
     recoveries: int = 0

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from client.ban_policy import BanList
+from client.ban_policy import BanList, recheckable
 from client.config import ClientConfig
 from swarm.latency import RttTracker
 from client.routing import (
@@ -31,6 +31,9 @@ from swarm.errors import NoRoute, SwarmError
 from swarm.records import BlockEntry, BlockRange, ServerRecord, ServerState
 
 logger = logging.getLogger(__name__)
+
+RECHECK_INTERVAL_S = 0.5
+"""While every holder of a block is banned: how often banned servers are health-checked again."""
 
 
 @dataclass(frozen=True)
@@ -104,36 +107,91 @@ class SwarmClient:
         return {r.server_id: r for r in found if isinstance(r, ServerRecord)}
 
     async def probe(self, entries: dict[str, BlockEntry]) -> None:
-        """Measures RTTs to servers with no recent estimate, a bounded number at a time."""
-        stale = self.rtt.stale(list(entries), self._clock())
+        """Measures RTTs to servers with no recent estimate, one ping per address (however many
+        ids point at it), a bounded number at a time. An address that fails its ping is
+        banned with all its ids: routes avoid it without trying to open a session there."""
+        now = self._clock()
+        banned = self.bans.banned(now, [(s, e.address) for s, e in entries.items()])
+        by_address: dict[str, list[str]] = {}
+        for server_id in self.rtt.stale([s for s in entries if s not in banned], now):
+            by_address.setdefault(entries[server_id].address, []).append(server_id)
         limit = asyncio.Semaphore(self.config.max_probes)
 
-        async def one(server_id: str) -> None:
-            address, fresh = entries[server_id].address, self.rtt.get(server_id) is None
+        async def one(address: str, server_ids: list[str]) -> None:
             async with limit:
                 try:
                     sample = await self.transport.ping(address, self.config.probe_timeout)
-                    if fresh:  # the first call also set up the connection: measure again
+                    if any(self.rtt.get(s) is None for s in server_ids):
+                        # the first call also set up the connection: measure again
                         sample = await self.transport.ping(address, self.config.probe_timeout)
                 except SwarmError as error:
-                    logger.debug("probe of %s failed: %s", address, error)
+                    logger.info("probe of %s failed (%s); banning it and its %d server id(s)", address,
+                                error, len(server_ids))
+                    for server_id in server_ids:
+                        self.ban(server_id, address, error)
                     return
-            self.rtt.observe(server_id, sample, self._clock())
+            for server_id in server_ids:
+                self.rtt.observe(server_id, sample, self._clock())
 
-        await asyncio.gather(*(one(s) for s in stale))
+        await asyncio.gather(*(one(a, ids) for a, ids in by_address.items()))
 
     def latency_view(self, model: str) -> LatencyView:
         snapshot = self._snapshots.get(model)
         records = snapshot.records.values() if snapshot else ()
         return LatencyView.from_records(records, self.rtt.snapshot())
 
-    def ban(self, server_id: str) -> None:
-        duration = self.bans.ban(server_id, self._clock())
-        logger.warning("server %s banned for %.1f s", server_id[:8], duration)
+    def ban(self, server_id: str, address: str = "", error: SwarmError | None = None) -> None:
+        """Avoids a failed server: its id and its address (every id announced there)."""
+        recheck = error is not None and recheckable(error)
+        duration = self.bans.ban(server_id, self._clock(), address, recheck)
+        logger.warning("server %s at %s banned for %.1f s%s", server_id[:8], address or "?", duration,
+                       " (until it answers a health check)" if recheck else "")
 
     def succeeded(self, server_id: str) -> None:
         """Forgets the server's past failures: it answered."""
         self.bans.succeeded(server_id)
+
+    def replicas(self, model: str, blocks: BlockRange, exclude: frozenset[str]) -> list[tuple[str, str]]:
+        """(id, address) of unbanned servers holding all of `blocks`, other than `exclude` and
+        other than ids at the excluded servers' addresses (from the cached view)."""
+        snapshot = self._snapshots.get(model)
+        if snapshot is None:
+            return []
+        entries = snapshot.entries.values()
+        banned = self.bans.banned(self._clock(), [(e.server_id, e.address) for e in entries])
+        taken = {e.address for e in entries if e.server_id in exclude}
+        return sorted((e.server_id, e.address) for e in entries
+                      if e.blocks.start <= blocks.start and blocks.end <= e.blocks.end
+                      and e.server_id not in exclude and e.server_id not in banned and e.address not in taken)
+
+    async def _wait_for_unban(self, entries: dict[str, BlockEntry], span: BlockRange, deadline: float) -> bool:
+        """Every holder of some block is banned: health-checks banned servers whose failure
+        looked like a dead process (a restart lifts the ban), else waits for the first ban
+        to end. False if nothing banned holds blocks of `span` or the wait would pass `deadline`."""
+        holders = [(s, e.address) for s, e in entries.items()
+                   if e.blocks.start < span.end and span.start < e.blocks.end]
+        now = self._clock()
+        limit = asyncio.Semaphore(self.config.max_probes)
+
+        async def check(address: str) -> None:
+            async with limit:
+                try:
+                    await self.transport.ping(address, self.config.probe_timeout)
+                except SwarmError:
+                    return
+            logger.info("banned server at %s answers a health check again: ban lifted", address)
+            self.bans.lift(address, [s for s, a in holders if a == address])
+
+        lifted = self.bans.recheckable(now, holders)
+        await asyncio.gather(*(check(a) for a in lifted))
+        now = self._clock()
+        if any(not self.bans.is_banned(s, now, a) for s, a in holders if a in lifted):
+            return True
+        end = self.bans.earliest_end(now, holders)
+        if end is None or now >= deadline:
+            return False
+        await asyncio.sleep(max(min(end - now, RECHECK_INTERVAL_S, deadline - now), 0.0))
+        return True
 
     async def route(
         self,
@@ -150,28 +208,35 @@ class SwarmClient:
         `forward` picks a route for a stateless batch call instead: drawn at random with
         servers weighted by forward throughput, so that batches spread over the swarm.
 
-        Asks the DHT again once if the cached view has no route (servers may have joined).
+        Asks the DHT again once if the cached view has no route (servers may have joined);
+        if bans are what leaves a block without servers, waits up to `ban_wait_s` for one to
+        end (or for a restarted server to pass a health check) before raising NoRoute.
         """
-        for refresh in (False, True):
-            entries = await self.entries(model, num_blocks, refresh=refresh)
+        deadline = self._clock() + self.config.ban_wait_s
+        refreshed = False
+        while True:
+            entries = await self.entries(model, num_blocks)
             if not forward:
                 await self.probe(entries)
+            servers = [(sid, e.address) for sid, e in entries.items()]
             query = RouteQuery(
-                span=span, session_tokens=session_tokens,
-                banned=self.bans.banned(self._clock()), after=after, before=before, model=model,
+                span=span, session_tokens=session_tokens, banned=self.bans.banned(self._clock(), servers),
+                after=after, before=before, model=model,
             )
             candidates = [RouteCandidate.from_entry(e) for e in entries.values()]
             try:
                 if forward:
                     route = sample_forward_route(candidates, query, self._rng)
                 else:
-                    route = find_route(candidates, self.latency_view(model), query,
-                                       self.config.routing)
+                    route = find_route(candidates, self.latency_view(model), query, self.config.routing)
             except NoRoute:
-                if refresh:
+                if not refreshed:
+                    refreshed = True
+                    await self.entries(model, num_blocks, refresh=True)
+                    continue
+                if not await self._wait_for_unban(entries, span, deadline):
                     raise
                 continue
             log = logger.debug if forward else logger.info
             log("route for %s %s: %s", model, span, route.describe())
             return route, {sid: entries[sid].address for sid in route.server_ids}
-        raise AssertionError("unreachable")

@@ -41,7 +41,7 @@ from swarm.protocol import (
 from swarm.records import BlockRange
 
 FaultKind = Literal["die", "drain", "invalid", "hang", "late", "drop_push", "die_after", "refuse_open",
-                    "reject_open"]
+                    "reject_open", "nan", "lie"]
 
 LATE_S = 0.12
 """How late a "late" server answers (tests use a step timeout well below it)."""
@@ -120,6 +120,9 @@ class FakeStream:
             self.server.down = True
             return
         out = run_blocks(self.caches, self.request.blocks, step.hidden_states, step.start_position)
+        if fault == "nan" or (self.server.fault is not None and self.server.fault.kind == "lie"
+                              and self.server.handled > self.server.fault.at):
+            out = torch.full_like(out, float("nan")) if fault == "nan" else out + 1.0
         pushed = bool(step.next_hops) and fault != "drop_push"
         if pushed:
             self.transport.push(step.next_hops, InferenceStep(step.step_id, out, step.start_position,
@@ -194,6 +197,8 @@ class FakeTransport:
         self.sessions: dict[str, FakeStream] = {}
         self.opens: list[str] = []
         """Server ids a session was opened on, in order."""
+        self.forwards: list[str] = []
+        """Server ids a Forward call went to, in order."""
 
     async def open_inference(self, address: str, request: InferenceOpen, timeout: float) -> FakeStream:
         server = self.servers[address]
@@ -217,7 +222,15 @@ class FakeTransport:
         asyncio.get_running_loop().call_soon(target.deliver, onward)
 
     async def forward(self, address: str, call: ForwardCall, timeout: float) -> torch.Tensor:
-        raise NotImplementedError("sessions only")
+        """Stateless: the blocks over the whole sequence from empty caches (a liar lies here too)."""
+        server = self.servers[address]
+        self.forwards.append(server.server_id)
+        if server.down:
+            raise PeerUnavailable(f"{address}: connection refused", code="UNAVAILABLE", peer=address)
+        hidden = call.tensors[0]
+        out = run_blocks(new_caches(call.blocks, hidden.shape[0], hidden.shape[1], hidden.shape[2]),
+                         call.blocks, hidden, 0)
+        return out + 1.0 if server.fault is not None and server.fault.kind == "lie" else out
 
     async def backward(self, address: str, call: ForwardCall, timeout: float) -> torch.Tensor:
         raise NotImplementedError("sessions only")
@@ -256,8 +269,13 @@ class FakeSwarm:
         route = Route(tuple(segments), 0.0)
         return route, {s.server_id: s.address for s in self.servers}
 
-    def ban(self, server_id: str) -> None:
+    def ban(self, server_id: str, address: str = "", error: SwarmError | None = None) -> None:
         self.banned.append(server_id)
+
+    def replicas(self, model: str, blocks: BlockRange, exclude: frozenset[str]) -> list[tuple[str, str]]:
+        return [(s.server_id, s.address) for s in self.servers
+                if s.server_id not in self.banned and s.server_id not in exclude
+                and s.blocks.start <= blocks.start and blocks.end <= s.blocks.end]
 
     def succeeded(self, server_id: str) -> None:
         pass

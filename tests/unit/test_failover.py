@@ -51,6 +51,11 @@ class Case:
     raises: type[SwarmError] | None = None
     sent: tuple[tuple[str, int], ...] = ()
     """(server id, steps the client itself sent it, replays included) for the servers listed."""
+    verify: float = 0.0
+    """verify_fraction."""
+    outvoted: tuple[str, ...] = ()
+    """Servers verification caught lying (session.verification.banned)."""
+    unresolved: int = 0
 
 
 def _three(fault_on: str = "", fault: Fault | None = None, *, backups: str = "a2 b2 c2") -> tuple[
@@ -91,6 +96,21 @@ CASES = [
          banned=("b",)),
     Case("two servers of the chain fail in one step", _three("c", Fault("die", 2))
          + (("b", "2:4", 0, Fault("die_after", 2)),), banned=("c", "b"), recoveries=2),
+    # output checks: NaN/Inf never becomes a token; verification outvotes a liar
+    Case("NaN from a middle server (pushed on) blames it, not the next one", _three("b", Fault("nan", 2)),
+         banned=("b",), recoveries=1),
+    Case("NaN from the first server on the prompt", _three("a", Fault("nan", 0)), chained=False,
+         banned=("a",), recoveries=1),
+    Case("NaN from the last server", _three("c", Fault("nan", 3)), banned=("c",), recoveries=1),
+    Case("a lying session server is outvoted, replaced, the step redone",
+         _three("b", Fault("lie", 0), backups="a2 b2 b3 c2"), verify=1.0, banned=("b",), recoveries=1,
+         outvoted=("b",)),
+    Case("a lying replica is outvoted when asked as a witness",
+         _three("b2", Fault("lie", 0), backups="a2 b2 b3 c2"), verify=1.0, banned=("b2",), outvoted=("b2",)),
+    Case("a liar with one honest replica: unresolved, nobody banned",
+         _three("b2", Fault("lie", 0), backups="b2"), verify=1.0, unresolved=1 + DECODE),
+    Case("verification off: a liar goes unnoticed", _three("b", Fault("lie", 0), backups="a2 b2 b3 c2"),
+         raises=AssertionError),
 ]
 
 
@@ -99,8 +119,9 @@ def _make(case: Case) -> tuple[list[FakeServer], FakeSwarm, FakeTransport]:
     for server_id, span, rank, fault in case.servers:  # a later row for the same id wins
         start, end = (int(x) for x in span.split(":"))
         servers[server_id] = FakeServer(server_id, BlockRange(start, end), rank, fault)
-    config = ClientConfig(initial_peers=(), connect_timeout=0.05, step_timeout=0.05, push_allowance=0.0,
-                          max_retries=4, routing=replace(RoutingConfig(), chained=case.chained))
+    config = ClientConfig(initial_peers=(), connect_timeout=0.05, open_timeout=0.05, step_timeout=0.05,
+                          push_allowance=0.0, max_retries=4, routing=replace(RoutingConfig(), chained=case.chained),
+                          verify_fraction=case.verify, verify_seed=0)
     listed = list(servers.values())
     return listed, FakeSwarm(listed, config), FakeTransport(listed)
 
@@ -131,6 +152,12 @@ async def test_failover(case: Case) -> None:
     expected, caches = _reference(inputs)
     outputs: list[torch.Tensor] = []
     try:
+        if case.raises is AssertionError:  # the defence is off: the lie reaches the output
+            await session.open()
+            outputs = [await session.step(hidden) for hidden in inputs]
+            assert not torch.allclose(outputs[-1], expected[-1], rtol=1e-3, atol=1e-3)
+            assert swarm.banned == [] and session.verification.steps_checked == 0
+            return
         if case.raises is not None:
             with pytest.raises(case.raises) as raised:
                 await session.open()
@@ -151,6 +178,10 @@ async def test_failover(case: Case) -> None:
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-5), (got, want)
     assert swarm.banned == list(case.banned)
     assert len(session.recoveries) == case.recoveries
+    assert session.verification.banned == list(case.outvoted)
+    assert session.verification.unresolved == case.unresolved
+    if case.verify:
+        assert session.verification.steps_checked >= len(inputs)
     _check_streams(final, servers, caches)
     for server_id, count in case.sent:
         server = next(s for s in servers if s.server_id == server_id)
