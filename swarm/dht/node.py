@@ -36,6 +36,7 @@ from swarm.dht.protocol import (
     MalformedMessage,
     PingJob,
     SwarmProtocol,
+    VerifyJob,
     parse_reply,
     peer_of,
 )
@@ -101,7 +102,7 @@ class DhtNode:
         reached = 0
         for address, answer in zip(addresses, answers, strict=True):
             if isinstance(answer, bytes) and len(answer) == 20 and answer != self.node_id:
-                self.protocol.welcome(address, answer)
+                self.protocol.admit(Peer(answer, *address), authoritative=True)
                 reached += 1
             else:
                 logger.warning("DHT peer %s:%s did not answer", *address)
@@ -149,10 +150,16 @@ class DhtNode:
             lambda peer: self._ask(peer, rpc, dkey),
             ksize=self.config.ksize,
             alpha=self.config.alpha,
-            timeout=self.config.lookup_timeout,
+            timeout=self.crawl_timeout,
             exclude=self.node_id,
         )
         return result.nearest, result.values
+
+    @property
+    def crawl_timeout(self) -> float:
+        """A crawl's deadline: 90% of `lookup_timeout`, so that a caller waiting
+        `lookup_timeout` gets the partial result (verifying entries takes the rest)."""
+        return 0.9 * self.config.lookup_timeout
 
     async def find_nodes(self, dkey: bytes) -> list[Peer]:
         """The k nodes nearest to `dkey` that answer, nearest first."""
@@ -222,13 +229,15 @@ class DhtNode:
             group.create_task(self._refresh_loop())
             group.create_task(self._purge_loop())
 
-    def _enqueue(self, job: Job) -> None:
+    def _enqueue(self, job: Job) -> bool:
         try:
             self._jobs.put_nowait(job)
         except asyncio.QueueFull:
             logger.warning(
                 "DHT node %s: job queue full, dropped a %s", self.node_id.hex()[:8], type(job).__name__
             )
+            return False
+        return True
 
     async def _work(self) -> None:
         while True:
@@ -241,6 +250,12 @@ class DhtNode:
                     self.protocol.answered(job.peer)
             elif isinstance(job, HandOffJob):
                 await self._hand_off(job.peer)
+            elif isinstance(job, VerifyJob):
+                answer = None
+                try:
+                    answer = await self.protocol.request(job.address, "ping", self.protocol.sender_id())
+                finally:
+                    self.protocol.verified(job.address, answer)
 
     async def _hand_off(self, peer: Peer) -> None:
         for scanned, (dkey, entries) in enumerate(self.storage.items(time.time()), start=1):

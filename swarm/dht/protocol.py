@@ -4,10 +4,19 @@ Speaks rpcudp's framing (0x00 request / 0x01 response, 20-byte message id, msgpa
 body) and Kademlia's RPCs: ping, store, find_node, find_value. The routing table is the
 `kademlia` package's. What differs from `kademlia.protocol.KademliaProtocol`, and why:
 
-- Every datagram is validated before use (length, msgpack, RPC name, argument count
-  and types, node ids of 20 bytes, IP-literal addresses); garbage is logged at DEBUG and
-  dropped, never raised into the event loop. Answers are only accepted from the address
-  asked.
+- With a swarm token, a datagram without its valid MAC is dropped before anything else
+  (`swarm.dht.seal`). Every datagram is then validated before use (length, msgpack, RPC
+  name, argument count and types, node ids of 20 bytes, IP-literal addresses;
+  `swarm.dht.wire`); garbage is logged at DEBUG and dropped, never raised into the event
+  loop. Answers are only accepted from the address asked.
+- A node enters our routing table only after it ANSWERED a request of ours, never
+  because it sent us one: a request from a node we do not hold at that address at most
+  queues one ping of ours (`VerifyJob`, rate-limited per source address by
+  `DhtConfig.contact_limit`), and the id in the ping's answer is what we add. One
+  address holds one node id (a ping answer with a new id replaces the old one: a
+  restarted node). A contact that leaves a request unanswered is dropped at once
+  (`DhtConfig.max_failures`) and not asked again for `unreachable_for` seconds.
+- Stores are rate-limited per source address (`DhtConfig.store_limit`).
 - `rpc_store` verifies every signed entry (signature, key digest, expiry, size, body
   kind, key fit) and MERGES it into the per-key dictionary (`swarm.dht.storage`).
 - `rpc_find_value` returns the key's entries AND the nearest nodes, so a lookup can go
@@ -22,7 +31,6 @@ body) and Kademlia's RPCs: ping, store, find_node, find_value. The routing table
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import time
@@ -35,23 +43,25 @@ from kademlia.node import Node
 from kademlia.routing import RoutingTable
 
 from swarm.codec.entries import decode_value, encode_value, open_entry
-from swarm.dht.config import MAX_DATAGRAM_BYTES, MAX_PEERS_PER_REPLY, MAX_REQUEST_BYTES, DhtConfig
-from swarm.dht.crawl import Peer, Reply
+from swarm.dht.config import MAX_DATAGRAM_BYTES, MAX_REQUEST_BYTES, DhtConfig
+from swarm.dht.crawl import Peer
 from swarm.dht.keys import check_entry_fits, key_digest, parse_key
+from swarm.dht.ratelimit import SourceLimits
+from swarm.dht.seal import MAC_BYTES, DatagramSeal
 from swarm.dht.storage import EntryStore
+from swarm.dht.wire import ID_BYTES as _ID_BYTES
+from swarm.dht.wire import MalformedMessage, node_id_of, parse_reply, peer_of
+
+__all__ = ["Address", "HandOffJob", "Job", "MalformedMessage", "PingJob", "SwarmProtocol", "VerifyJob",
+           "parse_reply", "peer_of"]
 from swarm.errors import CodecError, RecordRejected
 
 logger = logging.getLogger(__name__)
 
 Address = tuple[str, int]
-_ID_BYTES = 20
 _REQUEST, _RESPONSE = b"\x00", b"\x01"
 _MAX_UNREACHABLE = 4096  # bound on remembered dead nodes
 _UNPACK_ERRORS = (umsgpack.UnpackException, RecursionError, ValueError, TypeError, OverflowError)
-
-
-class MalformedMessage(Exception):
-    """A datagram we do not understand (internal: logged and dropped, never raised out)."""
 
 
 @dataclass(frozen=True)
@@ -68,53 +78,21 @@ class HandOffJob:
     peer: Peer
 
 
-Job = PingJob | HandOffJob
+@dataclass(frozen=True)
+class VerifyJob:
+    """Ping an address that sent us a request; the node id that answers joins our table."""
+
+    address: tuple[str, int]
 
 
-def peer_of(node: Any) -> Peer:
-    """Our Peer for a `kademlia.node.Node`."""
-    return Peer(bytes(node.id), str(node.ip), int(node.port))
-
-
-def _node_id(value: object, *, optional: bool = False) -> bytes | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, bytes) or len(value) != _ID_BYTES:
-        raise MalformedMessage(f"not a {_ID_BYTES}-byte id: {value!r:.60}")
-    return value
-
-
-def _peer_triple(item: object) -> Peer:
-    if not isinstance(item, (list, tuple)) or len(item) != 3:
-        raise MalformedMessage("peer is not [id, ip, port]")
-    node_id, host, port = item
-    if not isinstance(host, str) or not isinstance(port, int) or not 0 < port < 65536:
-        raise MalformedMessage(f"bad peer address {host!r:.60}:{port!r:.10}")
-    try:
-        ipaddress.ip_address(host)  # never a host name: sendto would resolve it, blocking
-    except ValueError:
-        raise MalformedMessage(f"peer host {host!r:.60} is not an IP address") from None
-    return Peer(_node_id(node_id) or b"", host, port)
-
-
-def parse_reply(data: object) -> Reply:
-    """A find_node/find_value answer: [[id, ip, port], ...] or {"value": b, "nodes": [...]}."""
-    value = None
-    nodes = data
-    if isinstance(data, dict):
-        value, nodes = data.get("value"), data.get("nodes", [])
-        if not isinstance(value, bytes):
-            raise MalformedMessage("find_value answer without a bytes value")
-    if not isinstance(nodes, (list, tuple)):
-        raise MalformedMessage("peer list is not a list")
-    return Reply(tuple(_peer_triple(item) for item in nodes[:MAX_PEERS_PER_REPLY]), value)
+Job = PingJob | HandOffJob | VerifyJob
 
 
 class SwarmProtocol(asyncio.DatagramProtocol):
     """One DHT node's UDP endpoint: answers RPCs and sends requests (see module doc)."""
 
     def __init__(
-        self, node_id: bytes, store: EntryStore, config: DhtConfig, enqueue: Callable[[Job], None]
+        self, node_id: bytes, store: EntryStore, config: DhtConfig, enqueue: Callable[[Job], bool]
     ) -> None:
         self.node_id = node_id
         self.source_node = Node(node_id)
@@ -126,6 +104,10 @@ class SwarmProtocol(asyncio.DatagramProtocol):
         self._outstanding: dict[bytes, tuple[asyncio.Future[object | None], Address]] = {}
         self._failures: dict[bytes, int] = {}  # node id -> requests unanswered in a row
         self._unreachable: dict[bytes, float] = {}  # node id -> monotonic time to retry it
+        self._seal = DatagramSeal(config.swarm_token) if config.swarm_token is not None else None
+        self._store_limits: SourceLimits[Address] = SourceLimits(config.store_limit, config.max_sources)
+        self._contact_limits: SourceLimits[Address] = SourceLimits(config.contact_limit, config.max_sources)
+        self._verifying: set[Address] = set()  # addresses with a VerifyJob queued or running
         self._handlers: dict[str, tuple[int, Callable[..., object]]] = {
             "ping": (1, self.rpc_ping),
             "stun": (0, self.rpc_stun),
@@ -173,8 +155,13 @@ class SwarmProtocol(asyncio.DatagramProtocol):
             self._outstanding.pop(msg_id, None)
 
         future.add_done_callback(settled)
-        self._transport.sendto(_REQUEST + msg_id + data, address)
+        self._send(_REQUEST + msg_id + data, address)
         return future
+
+    def _send(self, datagram: bytes, address: Address) -> None:
+        if self._transport is None:
+            return
+        self._transport.sendto(self._seal.seal(datagram) if self._seal else datagram, address)
 
     def sender_id(self) -> bytes | None:
         """The id we put in requests (None in client mode: do not add us)."""
@@ -184,6 +171,12 @@ class SwarmProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         address: Address = (str(addr[0]), int(addr[1]))
+        if self._seal is not None:
+            opened = self._seal.open(data)
+            if opened is None:  # not of our swarm: counts nowhere, costs one HMAC
+                logger.debug("dropped datagram of %d bytes from %s:%s: no valid MAC", len(data), *address)
+                return
+            data = opened
         try:
             self._handle_datagram(data, address)
         except MalformedMessage as e:
@@ -223,11 +216,10 @@ class SwarmProtocol(asyncio.DatagramProtocol):
         if handler is None or not isinstance(args, (list, tuple)) or len(args) != handler[0]:
             raise MalformedMessage(f"unknown RPC or wrong arguments: {name!r:.40}")
         response = umsgpack.packb(handler[1](address, *args))
-        if len(response) > MAX_DATAGRAM_BYTES - 1 - _ID_BYTES:
+        if len(response) > MAX_DATAGRAM_BYTES - 1 - _ID_BYTES - MAC_BYTES:
             logger.error("answer to %s of %d bytes does not fit a datagram; dropped", name, len(response))
             return
-        if self._transport is not None:
-            self._transport.sendto(_RESPONSE + msg_id + response, address)
+        self._send(_RESPONSE + msg_id + response, address)
 
     # ---- RPCs (sender address first, then the request's arguments) -----------------------
 
@@ -235,17 +227,17 @@ class SwarmProtocol(asyncio.DatagramProtocol):
         return list(sender)
 
     def rpc_ping(self, sender: Address, nodeid: object) -> bytes:
-        self.welcome(sender, _node_id(nodeid, optional=True))
+        self.heard_from(sender, node_id_of(nodeid, optional=True))
         return self.node_id
 
     def rpc_find_node(self, sender: Address, nodeid: object, key: object) -> list[list[object]]:
-        peer_id, dkey = _node_id(nodeid, optional=True), _node_id(key) or b""
-        self.welcome(sender, peer_id)
+        peer_id, dkey = node_id_of(nodeid, optional=True), node_id_of(key) or b""
+        self.heard_from(sender, peer_id)
         return self.neighbors(dkey, exclude=sender)
 
     def rpc_find_value(self, sender: Address, nodeid: object, key: object) -> object:
-        peer_id, dkey = _node_id(nodeid, optional=True), _node_id(key) or b""
-        self.welcome(sender, peer_id)
+        peer_id, dkey = node_id_of(nodeid, optional=True), node_id_of(key) or b""
+        self.heard_from(sender, peer_id)
         nodes = self.neighbors(dkey, exclude=sender)
         entries = self.store.get(dkey, time.time())
         if not entries:
@@ -254,10 +246,13 @@ class SwarmProtocol(asyncio.DatagramProtocol):
 
     def rpc_store(self, sender: Address, nodeid: object, key: object, value: object) -> bool:
         """Verifies and merges the entries of `value`; True if all were accepted."""
-        peer_id, dkey = _node_id(nodeid, optional=True), _node_id(key) or b""
+        peer_id, dkey = node_id_of(nodeid, optional=True), node_id_of(key) or b""
         if not isinstance(value, bytes):
             raise MalformedMessage("store value is not bytes")
-        self.welcome(sender, peer_id)
+        self.heard_from(sender, peer_id)
+        if not self._store_limits.allow(sender, time.monotonic()):
+            logger.debug("store from %s:%s refused: over its rate limit", *sender)
+            return False
         try:
             raws = decode_value(value, self.config.entry_limits)
         except CodecError as e:
@@ -289,22 +284,60 @@ class SwarmProtocol(asyncio.DatagramProtocol):
         found = self.router.find_neighbors(Node(dkey), k=k or self.config.ksize, exclude=skip)
         return [[n.id, n.ip, n.port] for n in found]
 
-    def welcome(self, address: Address, node_id: bytes | None) -> None:
-        """Adds a node that talked to us; hands it the keys it should now store."""
+    def heard_from(self, address: Address, node_id: bytes | None) -> None:
+        """A request came from `address` claiming `node_id`: refresh it, or check it.
+
+        A contact we hold at that address moves to its bucket's tail (Kademlia's LRU);
+        anyone else gets at most a ping of ours, rate-limited per source; only its answer
+        puts it in the table (`admit`). Client-mode nodes send no id and are not pinged.
+        """
         if node_id is None or node_id == self.node_id:
             return
-        self._unreachable.pop(node_id, None)
-        node = Node(node_id, address[0], address[1])
+        if self._id_at(address) == node_id:
+            self.router.add_contact(Node(node_id, address[0], address[1]))
+            return
+        if address in self._verifying or not self._contact_limits.allow(address, time.monotonic()):
+            return
+        if self._enqueue(VerifyJob(address)):
+            self._verifying.add(address)
+
+    def verified(self, address: Address, answer: object | None) -> None:
+        """The answer of `address` to our VerifyJob ping (None: it did not answer)."""
+        self._verifying.discard(address)
+        if isinstance(answer, bytes) and len(answer) == _ID_BYTES:
+            self.admit(Peer(answer, *address), authoritative=True)
+
+    def admit(self, peer: Peer, *, authoritative: bool) -> None:
+        """Adds a node that answered us; hands it the keys it should now store.
+
+        `authoritative`: the node itself told us its id (a ping answer), so it replaces
+        any other id we hold at its address; otherwise (an answer to find_node/store,
+        where the id came from whoever named the peer) a different id already held at
+        that address wins.
+        """
+        if peer.node_id == self.node_id:
+            return
+        held = self._id_at(peer.address)
+        if held is not None and held != peer.node_id:
+            if not authoritative:
+                return
+            self.router.remove_contact(Node(held, peer.host, peer.port))
+        self._unreachable.pop(peer.node_id, None)
+        node = Node(peer.node_id, peer.host, peer.port)
         if self.router.is_new_node(node) and not self.config.client_mode:
-            self._enqueue(HandOffJob(peer_of(node)))  # scanning our keys is the worker's job
+            self._enqueue(HandOffJob(peer))  # scanning our keys is the worker's job
         self.router.add_contact(node)
 
-    def forget(self, peer: Peer) -> None:
-        """Counts a request `peer` left unanswered; drops it after `max_failures` in a row.
+    def _id_at(self, address: Address) -> bytes | None:
+        """The node id our table holds at `address` (a bounded scan: <= 160 * ksize)."""
+        for bucket in self.router.buckets:
+            for node in bucket.nodes.values():
+                if node.ip == address[0] and node.port == address[1]:
+                    return bytes(node.id)
+        return None
 
-        (`kademlia` drops a contact at its first silence; one lost datagram or one slow
-        answer should not cost a good contact.)
-        """
+    def forget(self, peer: Peer) -> None:
+        """Counts a request `peer` left unanswered; drops it after `max_failures` in a row."""
         failures = self._failures.get(peer.node_id, 0) + 1
         if failures < self.config.max_failures:
             self._failures[peer.node_id] = failures
@@ -332,7 +365,7 @@ class SwarmProtocol(asyncio.DatagramProtocol):
     def answered(self, peer: Peer) -> None:
         """`peer` answered: it is (again) a good contact."""
         self._failures.pop(peer.node_id, None)
-        self.welcome(peer.address, peer.node_id)
+        self.admit(peer, authoritative=False)
 
     def should_hand_off(self, peer: Peer, dkey: bytes) -> bool:
         """True if a node new to us should get our entries of key `dkey` from us.

@@ -11,9 +11,9 @@ passes the clock in, nothing here touches the network. Rules:
   announcement with a short TTL) has expired.
 - Expired entries vanish on every access and on `purge`.
 - Each key is capped in entries and in bytes, which bounds the answer to a lookup (one
-  UDP datagram, see `swarm.dht.config`). When over a cap, the entry that expires first
-  in the largest group goes; groups are models for model entries (so one popular model
-  cannot push the others out of `swarm/models`), one group otherwise.
+  UDP datagram, see `swarm.dht.config`). When over a cap, `swarm.dht.admission` says
+  who goes: expired entries first, then only entries whose server has not yet proven
+  itself by re-announcing; an unproven newcomer never pushes out a proven entry.
 - The number of keys is capped too; a new key beyond it is refused.
 
 `newest_per_server` merges lookup answers from several nodes with the same rule.
@@ -21,11 +21,11 @@ passes the clock in, nothing here touches the network. Rules:
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from swarm.codec.entries import VerifiedEntry
+from swarm.dht.admission import Standing, choose_victim, is_proven
 from swarm.errors import RecordRejected
 from swarm.records import ModelEntry
 
@@ -45,6 +45,11 @@ class StorageLimits:
     """Most keys one node stores (memory bound; ~56 KB each at worst)."""
     replay_window: float = 3600.0
     """How long the issued_at of an expired entry is remembered (= EntryLimits.max_ttl)."""
+    proven_after: float = 1.0
+    """Seconds after first storing a server's entry from which a refresh (a newer entry
+    of the same server) proves the server is re-announcing; a proven entry cannot be
+    evicted by an unproven one (`swarm.dht.admission`). Short: it only has to tell a
+    second announce round from a burst, and servers may announce every few seconds."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,11 @@ class _Stored:
     issued_at: float
     expiration: float
     group: str
+    first_stored: float
+    proven: bool
+
+    def standing(self) -> Standing:
+        return Standing(self.first_stored, self.expiration, self.group, self.proven)
 
 
 @dataclass
@@ -96,13 +106,17 @@ class EntryStore:
         if not self._check_replay(slot, entry):
             return False
         previous = slot.entries.get(entry.server_id)
-        new = _Stored(entry.raw, entry.issued_at, entry.expiration, _group_of(entry))
+        first, proven = now, False
+        if previous is not None:
+            first = previous.first_stored
+            proven = is_proven(first, previous.proven, now, self.limits.proven_after)
+        new = _Stored(entry.raw, entry.issued_at, entry.expiration, _group_of(entry), first, proven)
         slot.entries[entry.server_id] = new
-        if entry.server_id in self._enforce_caps(slot):
+        if entry.server_id in self._enforce_caps(slot, entry.server_id):
             if previous is not None:
                 slot.entries[entry.server_id] = previous
             self._forget_if_empty(dkey, slot)
-            raise RecordRejected("key is full of entries that live longer")
+            raise RecordRejected("key is full of entries of servers that keep announcing")
         return True
 
     def get(self, dkey: bytes, now: float) -> list[bytes]:
@@ -155,19 +169,17 @@ class EntryStore:
             oldest = min(slot.watermarks, key=lambda s: slot.watermarks[s][1])
             del slot.watermarks[oldest]
 
-    def _enforce_caps(self, slot: _Slot) -> list[str]:
+    def _enforce_caps(self, slot: _Slot, newcomer: str) -> list[str]:
         """Evicts until the slot fits its caps; returns the server ids evicted."""
         evicted: list[str] = []
         limits = self.limits
         while len(slot.entries) > limits.max_entries_per_key or slot.size() > limits.max_value_bytes:
-            groups = Counter(s.group for s in slot.entries.values())
-            largest = groups.most_common(1)[0][0]
-            victim = min(
-                (sid for sid, s in slot.entries.items() if s.group == largest),
-                key=lambda sid: (slot.entries[sid].expiration, slot.entries[sid].issued_at),
-            )
+            standings = {sid: s.standing() for sid, s in slot.entries.items()}
+            victim = choose_victim(standings, newcomer)
             del slot.entries[victim]
             evicted.append(victim)
+            if victim == newcomer:
+                break
         return evicted
 
     def _forget_if_empty(self, dkey: bytes, slot: _Slot) -> None:

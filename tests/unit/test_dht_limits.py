@@ -73,7 +73,7 @@ def test_compact_entries_stay_under_their_limit() -> None:
 def test_the_largest_lookup_answer_fits_one_datagram() -> None:
     config = DhtConfig()
     jobs: list[Job] = []
-    protocol = SwarmProtocol(os.urandom(20), EntryStore(config.storage), config, jobs.append)
+    protocol = SwarmProtocol(os.urandom(20), EntryStore(config.storage), config, lambda job: jobs.append(job) is None)
     for i in range(config.ksize):
         protocol.router.add_contact(Node(os.urandom(20), WIDEST_IP, 65535))
     key = keys.block_key(LONG_MODEL, LAST_BLOCK)

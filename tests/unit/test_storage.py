@@ -57,17 +57,17 @@ def test_expired_entries_vanish_and_cannot_be_replaced_by_older_ones() -> None:
     assert len(store) == 0
 
 
-def test_entry_cap_evicts_what_expires_first() -> None:
-    store = EntryStore(StorageLimits(max_entries_per_key=2))
+def test_entry_cap_evicts_unproven_entries_first_stored_first() -> None:
+    store = EntryStore(StorageLimits(max_entries_per_key=2, proven_after=1.0))
     store.put(KEY, signed_block(A, issued_at=T0, ttl=30), T0)
-    store.put(KEY, signed_block(B, issued_at=T0, ttl=60), T0)
-    store.put(KEY, signed_block(C, issued_at=T0, ttl=90), T0)
-    assert len(store.get(KEY, T0)) == 2
-    ids = {e.server_id for e in newest_of(store, T0)}
-    assert ids == {B.server_id, C.server_id}
-    with pytest.raises(RecordRejected, match="full"):
-        store.put(KEY, signed_block(Identity.generate(), issued_at=T0, ttl=10), T0)
-    assert {e.server_id for e in newest_of(store, T0)} == ids
+    store.put(KEY, signed_block(B, issued_at=T0, ttl=60), T0 + 1)
+    store.put(KEY, signed_block(C, issued_at=T0, ttl=90), T0 + 2)  # A was stored first: it goes
+    assert {e.server_id for e in newest_of(store, T0 + 2)} == {B.server_id, C.server_id}
+    store.put(KEY, signed_block(B, issued_at=T0 + 5, ttl=60), T0 + 5)  # B re-announces: proven
+    store.put(KEY, signed_block(C, issued_at=T0 + 5, ttl=90), T0 + 5)  # C too
+    with pytest.raises(RecordRejected, match="full"):  # a newcomer cannot push a proven one out
+        store.put(KEY, signed_block(Identity.generate(), issued_at=T0 + 6, ttl=3600), T0 + 6)
+    assert {e.server_id for e in newest_of(store, T0 + 6)} == {B.server_id, C.server_id}
 
 
 def test_byte_cap_bounds_a_key() -> None:
