@@ -287,3 +287,33 @@ def test_works_under_uvloop() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+async def test_a_node_without_the_swarm_token_can_neither_join_nor_read() -> None:
+    private = dataclasses.replace(CONFIG, swarm_token="s3cret-token")
+    async with swarm(6, private) as nodes:
+        records = await announce_servers(nodes[:2])
+        entry = nodes[3]
+        outsiders = [
+            await SwarmDHT.start("127.0.0.1", 0, [PeerAddress("127.0.0.1", entry.port)], config=config)
+            for config in (CONFIG, dataclasses.replace(CONFIG, swarm_token="another-token"))
+        ]
+        insider = await SwarmDHT.start("127.0.0.1", 0, [PeerAddress("127.0.0.1", entry.port)], config=private)
+        try:
+            for outsider in outsiders:
+                assert outsider.num_peers == 0
+                for server_id in records:
+                    assert await outsider.get_record(server_id) is None
+                assert (await outsider.get_swarm_map(MODEL)).num_blocks == 0
+            assert insider.num_peers > 0
+            for server_id in records:
+                assert await insider.get_record(server_id) is not None
+            for outsider in outsiders:
+                outsider_id = outsider.node.node_id
+                for node in nodes:
+                    assert all(outsider_id not in bucket.nodes for bucket in node.node.protocol.router.buckets)
+            insider_id = insider.node.node_id
+            await async_wait_until(lambda: any(insider_id in b.nodes for b in entry.node.protocol.router.buckets),
+                                   5, "the node with the token enters the table of the node it joined through")
+        finally:
+            await asyncio.gather(*(dht.stop() for dht in (*outsiders, insider)))
