@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from client.config import ClientConfig
-from swarm.config_flags import add_config_flags
+from swarm.config_flags import add_config_flags, config_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("chat", help="chat with a model through the swarm",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(p, ClientConfig, only=("initial_peers",))
+    add_config_flags(p, ClientConfig, only=("initial_peers", "tls_ca", "swarm_token"))
     p.add_argument("--model", default="default",
                    help="checkpoint directory or hub id for the tokenizer, embeddings and head "
                         "('default': SmolLM2-135M-Instruct)")
@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     path = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoDistributedModelForCausalLM.from_pretrained(path, args.initial_peers, model_name=args.model_name)
+    model = AutoDistributedModelForCausalLM.from_pretrained(path, args.initial_peers, model_name=args.model_name,
+                                                            config=config_from_args(ClientConfig, args))
     sampling: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "do_sample": args.temperature > 0}
     if args.temperature > 0:
         sampling["temperature"] = args.temperature

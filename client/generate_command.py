@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from client.config import ClientConfig
-from swarm.config_flags import add_config_flags
+from swarm.config_flags import add_config_flags, config_from_args
 
 if TYPE_CHECKING:
     import torch
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("generate", help="generate text through the swarm",
                               description="Generate text through the swarm's servers.")
-    add_config_flags(p, ClientConfig, only=("initial_peers",))
+    add_config_flags(p, ClientConfig, only=("initial_peers", "tls_ca", "swarm_token"))
     p.add_argument("--model", default="default",
                    help="checkpoint directory or hub id the client loads its embeddings and head "
                         "from ('default': SmolLM2-135M-Instruct)")
@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
     path = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoDistributedModelForCausalLM.from_pretrained(path, args.initial_peers, model_name=args.model_name)
+    model = AutoDistributedModelForCausalLM.from_pretrained(path, args.initial_peers, model_name=args.model_name,
+                                                            config=config_from_args(ClientConfig, args))
     try:
         ids = _prompt_ids(tokenizer, args.prompt, args.chat)
         streamer = None if args.json else TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)

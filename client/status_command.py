@@ -4,8 +4,9 @@ Joins the DHT in client mode (peers do not add it to their tables), looks up the
 announced (or the one asked for), and prints, per model, its servers (short id, address,
 state, blocks, speeds, free cache) and each block's covering servers, with blocks that
 no ONLINE server holds flagged. `--json` prints the shape documented in
-docs/status-json.md instead. Exit code: 0, or 1 when no DHT peer answers or the model
-asked for is not on the swarm.
+docs/status-json.md instead. A private swarm's DHT needs its token (`--swarm-token` or
+$SWARM_TOKEN); status reads only the DHT, so it needs no TLS file. Exit code: 0, or 1
+when no DHT peer answers or the model asked for is not on the swarm.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 from typing import Any
 
 from client.config import ClientConfig
+from swarm import settings
 from swarm.addresses import PeerAddress
 from swarm.config_flags import add_config_flags
 from swarm.dht import DhtConfig, SwarmDHT, SwarmMap
@@ -30,7 +32,7 @@ def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "status", help="show the swarm's servers and block coverage", description=__doc__
     )
-    add_config_flags(parser, ClientConfig, only=("initial_peers",))
+    add_config_flags(parser, ClientConfig, only=("initial_peers", "swarm_token"))
     parser.add_argument("--model", default=None, help="show only this model")
     parser.add_argument("--json", action="store_true", help="print JSON (see docs/status-json.md)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds for joining and for each lookup")
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     """Looks the swarm up and prints it; returns the exit code."""
     from swarm.cli import run_event_loop  # the one uvloop-or-asyncio runner
 
-    return run_event_loop(lambda: status(args.initial_peers, args.model, args.json, args.timeout))
+    token = args.swarm_token or settings.swarm_token()
+    return run_event_loop(lambda: status(args.initial_peers, args.model, args.json, args.timeout, token))
 
 
 async def fetch_maps(dht: SwarmDHT, model: str | None) -> list[SwarmMap]:
@@ -53,10 +56,12 @@ async def fetch_maps(dht: SwarmDHT, model: str | None) -> list[SwarmMap]:
 
 
 async def status(
-    initial_peers: tuple[PeerAddress, ...], model: str | None, as_json: bool, timeout: float
+    initial_peers: tuple[PeerAddress, ...], model: str | None, as_json: bool, timeout: float,
+    swarm_token: str | None = None,
 ) -> int:
-    """Prints the swarm maps; returns the exit code."""
-    config = DhtConfig(client_mode=True, lookup_timeout=timeout, bootstrap_timeout=timeout)
+    """Prints the swarm maps (of a private swarm with `swarm_token`); returns the exit code."""
+    config = DhtConfig(client_mode=True, lookup_timeout=timeout, bootstrap_timeout=timeout,
+                       swarm_token=swarm_token)
     async with await SwarmDHT.start("0.0.0.0", 0, initial_peers, config=config) as dht:
         if dht.num_peers == 0:
             logger.error("no DHT node answered at %s", " ".join(map(str, initial_peers)))

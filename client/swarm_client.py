@@ -29,6 +29,7 @@ from client.transport import Transport
 from swarm.dht import DhtConfig, SwarmDHT
 from swarm.errors import NoRoute, SwarmError
 from swarm.records import BlockEntry, BlockRange, ServerRecord, ServerState
+from swarm.rpc import ChannelPool
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ class SwarmClient:
                  transport: Transport | None = None) -> None:
         self.config = config
         self.dht = dht
-        self.transport: Transport = transport or GrpcTransport(config.tensor_limits)
+        self.transport: Transport = transport or GrpcTransport(config.tensor_limits,
+                                                               ChannelPool(config.load_security()))
         """How sessions and batch calls reach servers (tests inject a fake)."""
         self.bans = BanList(config.ban_base_s, config.ban_max_s)
         self.rtt = RttTracker()
@@ -62,10 +64,11 @@ class SwarmClient:
     async def connect(cls, config: ClientConfig) -> SwarmClient:
         if not config.initial_peers:
             raise ValueError("the client needs at least one initial peer (HOST:PORT of a DHT node)")
+        security = config.load_security()  # a bad --tls-ca fails here, before any work
         # client mode: peers do not add us to their tables (we store nothing, may leave any time)
         dht = await SwarmDHT.start(config.dht_host, 0, list(config.initial_peers),
-                                   config=DhtConfig(client_mode=True))
-        return cls(config, dht)
+                                   config=DhtConfig(client_mode=True, swarm_token=security.swarm_token))
+        return cls(config, dht, transport=GrpcTransport(config.tensor_limits, ChannelPool(security)))
 
     async def close(self) -> None:
         await self.transport.close()

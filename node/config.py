@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.scheduler import DEFAULT_BATCH_SHARE, Scheduling
+from swarm import settings
 from swarm.addresses import PeerAddress
 from swarm.codec.limits import TensorLimits
 from swarm.config_flags import flag
 from swarm.records import BlockRange
+from swarm.security import RpcSecurity
 
 _PEERS_HELP = "DHT peers to join (none: start a new swarm)"
 _IDENTITY_HELP = "key file of this node's identity (created if missing), so a restart keeps its id"
@@ -101,6 +103,19 @@ class ServerConfig:
     """Port of the Prometheus metrics endpoint; None: no endpoint."""
     identity_path: Path | None = field(default=None, metadata=flag(_IDENTITY_HELP, name="identity", metavar="FILE"))
     """Ed25519 key file; created on first run. None = a fresh identity each run."""
+    tls_cert: Path | None = field(default=None, metadata=flag(
+        "serve gRPC over TLS with this certificate chain (PEM; with --tls-key)", metavar="FILE"))
+    """Certificate chain served over TLS; None: plaintext gRPC (a public swarm)."""
+    tls_key: Path | None = field(default=None, metadata=flag("private key of --tls-cert (PEM)", metavar="FILE"))
+    """Private key of `tls_cert`."""
+    tls_ca: Path | None = field(default=None, metadata=flag(
+        "CA certificate(s) (PEM) this server verifies the servers it pushes to and probes against "
+        "(needed when they serve TLS)", metavar="FILE"))
+    """CA for this server's own outgoing calls; None: it dials peers in plaintext."""
+    swarm_token: str | None = field(default=None, repr=False, metadata=flag(
+        "shared secret of a private swarm: every call to this server and every DHT message must carry it",
+        metavar="TOKEN", default_text="$SWARM_TOKEN, else none"))
+    """Token of a private swarm; None: $SWARM_TOKEN, else a public swarm (see `swarm.security`)."""
     scheduling: Scheduling = field(default=Scheduling.PRIORITY, metadata=flag(
         "compute queue order: priority (inference steps before Forward/Backward passes, which run a "
         "block at a time) or fifo (arrival order, a whole pass at once; for comparison)"))
@@ -119,6 +134,12 @@ class ServerConfig:
     """Bounds on tensors decoded from requests."""
     dht_timeout: float = 10.0
     """Timeout of each DHT operation."""
+
+    def load_security(self) -> RpcSecurity:
+        """The TLS files read and checked, with the token (else $SWARM_TOKEN); `SecurityConfigError`
+        if unusable."""
+        return RpcSecurity.load(tls_ca=self.tls_ca, tls_cert=self.tls_cert, tls_key=self.tls_key,
+                                swarm_token=self.swarm_token or settings.swarm_token())
 
     @property
     def record_ttl(self) -> float:
@@ -140,5 +161,9 @@ class DhtNodeConfig:
     identity_path: Path | None = field(default=None, metadata=flag(
         "key file (created if missing) fixing the node id", name="identity", metavar="FILE"))
     """Ed25519 key file the node id derives from; None: a random id each run."""
+    swarm_token: str | None = field(default=None, repr=False, metadata=flag(
+        "shared secret of a private swarm: DHT messages without it are dropped",
+        metavar="TOKEN", default_text="$SWARM_TOKEN, else none"))
+    """Token of a private swarm; None: $SWARM_TOKEN, else a public swarm."""
     ready_file: Path | None = field(default=None, metadata=flag(_READY_HELP, metavar="PATH"))
     """Where to write the node's facts once it is bound and has joined."""

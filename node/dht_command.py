@@ -3,6 +3,8 @@
 It serves no blocks; it stores and answers DHT entries like every other node and gives
 newcomers a first contact. With `--identity FILE` its DHT node id is derived from a
 persistent key, so a restarted bootstrap node keeps its place in the key space.
+With `--swarm-token` (or $SWARM_TOKEN) it joins a private swarm: DHT messages without
+the token are dropped. A taken --port is one line on stderr and exit code 1.
 Runs until SIGINT or SIGTERM, then exits 0.
 """
 
@@ -18,9 +20,12 @@ from typing import Any
 from node.config import DhtNodeConfig
 from node.ready_file import dialable, write_ready_file
 from swarm.cli import run_event_loop
+from swarm import settings
 from swarm.config_flags import add_config_flags, config_from_args
-from swarm.dht import SwarmDHT
+from swarm.dht import DhtConfig, SwarmDHT
 from swarm.identity import Identity
+from swarm.rpc import PortInUse, check_port
+from swarm.security import SecurityConfigError, check_token
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +39,14 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the node until SIGINT/SIGTERM; returns the exit code."""
-    config = config_from_args(DhtNodeConfig, args)
-    return run_event_loop(lambda: serve(config))
+    config = config_from_args(DhtNodeConfig, args, swarm_token=args.swarm_token or settings.swarm_token())
+    try:
+        if config.swarm_token is not None:
+            check_token(config.swarm_token)
+        check_port(config.host, config.port, "DHT", "--port", udp=True)
+        return run_event_loop(lambda: serve(config))
+    except (SecurityConfigError, PortInUse) as error:
+        raise SystemExit(f"swarm-node: error: {error}") from None
 
 
 async def serve(config: DhtNodeConfig) -> int:
@@ -47,7 +58,8 @@ async def serve(config: DhtNodeConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    dht = await SwarmDHT.start(config.host, config.port, config.initial_peers, node_id=node_id)
+    dht = await SwarmDHT.start(config.host, config.port, config.initial_peers, node_id=node_id,
+                               config=DhtConfig(swarm_token=config.swarm_token))
     logger.info(
         "DHT node listening on %s:%d (node id %s, %d peers known)",
         config.host, dht.port, dht.node.node_id.hex()[:8], dht.num_peers,

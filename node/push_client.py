@@ -19,7 +19,8 @@ from typing import Any
 from swarm.codec import messages
 from swarm.errors import RemoteError
 from swarm.protocol import PushedStep
-from swarm.rpc import CALL_FAILURES, ChannelPool, call_failure, ping, rpc_errors
+from swarm.rpc import CALL_FAILURES, PUBLIC, ChannelPool, call_failure, ping, rpc_errors
+from swarm.security import RpcSecurity
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +31,10 @@ PROBE_BYTES = 1 << 20
 class PushClient:
     """One channel per next-hop address, one push stream per (pushing, pushed) session pair."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, security: RpcSecurity = PUBLIC) -> None:
         self.timeout = timeout
-        self._pool = ChannelPool()
+        self._pool = ChannelPool(security)
+        """TLS to peers and the swarm token as `security` says (a private swarm)."""
         self._streams: dict[str, dict[tuple[str, str], Any]] = {}
         """Open PushStream calls by pushing session, then by (address, pushed session)."""
 

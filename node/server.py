@@ -28,11 +28,12 @@ from node.serving import RunningServer, StartedParts
 from node.state import ServingState
 from node.swarm_view import read_spans
 from node.throughput import get_throughput
-from swarm.dht import SwarmDHT
+from swarm.dht import DhtConfig, SwarmDHT
 from swarm.identity import Identity
 from swarm.model.families import BlockStack, ModelInfo, load_block_stack, read_model_info
 from swarm.records import BlockRange, Throughput
-from swarm.rpc import SERVER_OPTIONS
+from swarm.rpc import bind_server, make_server
+from swarm.security import RpcSecurity
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,10 @@ logger = logging.getLogger(__name__)
 class BlockServer:
     """One volunteer's block server."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, security: RpcSecurity | None = None) -> None:
         self.config = config
+        self.security = security if security is not None else config.load_security()
+        """TLS and the swarm token (`swarm.security`); read before any work."""
         self.identity = (
             Identity.load_or_create(config.identity_path) if config.identity_path else Identity.generate()
         )
@@ -54,7 +57,9 @@ class BlockServer:
 
     async def run(self, stop: asyncio.Event) -> None:
         config = self.config
-        dht = await SwarmDHT.start(config.host, config.dht_port, config.initial_peers)
+        logger.info("gRPC security: %s", self.security.describe())
+        dht = await SwarmDHT.start(config.host, config.dht_port, config.initial_peers,
+                                   config=DhtConfig(swarm_token=self.security.swarm_token))
         try:
             blocks = config.blocks or await self._choose_blocks(dht)
             state = ServingState(config.model_name, blocks)
@@ -66,7 +71,7 @@ class BlockServer:
             await announce_record(dht, self.identity, joining, config.record_ttl, config.dht_timeout)
             stack, compute = await asyncio.get_running_loop().run_in_executor(None, self._load, blocks)
             running = RunningServer(StartedParts(config, self.identity, self.metrics, dht, state, facts,
-                                                 grpc_server, stack, compute, self._load))
+                                                 grpc_server, stack, compute, self._load, self.security))
             try:
                 await running.serve(stop)
             finally:
@@ -92,7 +97,10 @@ class BlockServer:
         return stack, get_throughput(stack, self.config.model_name, "none", self.config.throughput)
 
     def _bind(self) -> tuple[grpc.aio.Server, str]:
-        """Creates the gRPC server and binds its port (so JOINING can carry the address)."""
-        server = grpc.aio.server(options=SERVER_OPTIONS)
-        port = server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        """Creates the gRPC server and binds its port (so JOINING can carry the address).
+
+        TLS and the token check as `self.security` says; a taken port raises `PortInUse`.
+        """
+        server = make_server(self.security)
+        port = bind_server(server, self.config.host, self.config.port, self.security)
         return server, self.config.public_address or f"{self.config.host}:{port}"

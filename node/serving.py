@@ -33,6 +33,7 @@ from node.inference import InferenceSessions
 from node.metrics import ServerMetrics, serve_metrics
 from node.next_hops import NextHopProber
 from node.placement import ServerSpan, span_from_record
+from node.push_client import PushClient
 from node.ready_file import dialable, write_ready_file
 from node.rebalancer import Rebalancer
 from node.record import Measurements, ServerFacts, build_record
@@ -47,6 +48,8 @@ from swarm.identity import Identity
 from swarm.model.families import BlockStack
 from swarm.protocol import ServerInfo
 from swarm.records import BlockRange, ServerRecord, ServerState, Throughput
+from swarm.rpc import PUBLIC
+from swarm.security import RpcSecurity
 
 logger = logging.getLogger("node.server")  # the lifecycle lines users read keep their source
 
@@ -71,6 +74,8 @@ class StartedParts:
     stack: BlockStack
     compute: Throughput
     load: Loader
+    security: RpcSecurity = PUBLIC
+    """TLS and the swarm token of this server's own outgoing calls (pushes, probes)."""
 
 
 class RunningServer:
@@ -90,6 +95,8 @@ class RunningServer:
         self.allocator = CacheAllocator(config.cache_tokens)
         self.sessions = InferenceSessions(self.backend, self.allocator, self.state, config,
                                           self.facts.server_id, self.metrics)
+        if parts.security.private:  # pushes and probes to peers carry the token, over TLS if set
+            self.sessions.pusher = PushClient(config.push_timeout, parts.security)
         self.health = health.aio.HealthServicer()
         self.prober = NextHopProber(self.dht, self.sessions.pusher, config.model_name,
                                     self.facts.model_num_blocks, self.facts.server_id, config.dht_timeout)

@@ -216,11 +216,16 @@ def with_token(details: grpc.aio.ClientCallDetails, token: str) -> grpc.aio.Clie
     """`details` with the swarm token added to its metadata."""
     metadata = grpc.aio.Metadata(*(details.metadata or ()))
     metadata.add(TOKEN_METADATA_KEY, token)
-    return details._replace(metadata=metadata)  # type: ignore[no-any-return]
+    return details._replace(metadata=metadata)
 
 
-class _TokenInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,
-                        grpc.aio.StreamUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
+_CLIENT_INTERCEPTORS: tuple[type, ...] = (
+    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor)
+"""Every kind of call: a channel applies an interceptor to the kinds it subclasses."""
+
+
+class _TokenInterceptor(*_CLIENT_INTERCEPTORS):  # type: ignore[misc]  # (grpc is untyped)
     """Adds the swarm token to the metadata of every call of a channel, whatever its kind."""
 
     def __init__(self, token: str) -> None:
@@ -244,7 +249,7 @@ def token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
     return [_TokenInterceptor(token)]
 
 
-class TokenCheck(grpc.aio.ServerInterceptor):
+class TokenCheck(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (grpc is untyped)
     """Refuses BlockService calls whose metadata lacks the swarm token (UNAUTHENTICATED).
 
     The comparison is constant-time; the answer says whether a token was missing or
@@ -259,10 +264,10 @@ class TokenCheck(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        method: str = details.method  # type: ignore[attr-defined]
+        method: str = details.method
         if handler is None or not method.startswith(BLOCK_SERVICE_PREFIX):
             return handler
-        given = [v for k, v in details.invocation_metadata or () if k == TOKEN_METADATA_KEY]  # type: ignore[attr-defined]
+        given = [v for k, v in details.invocation_metadata or () if k == TOKEN_METADATA_KEY]
         if len(given) == 1 and token_matches(self._token, given[0]):
             return handler
         reason = "this swarm requires a swarm token (--swarm-token or $SWARM_TOKEN)" if not given else \
@@ -329,8 +334,8 @@ def bind_server(server: grpc.aio.Server, host: str, port: int, security: RpcSecu
     try:
         if security.tls_cert is not None and security.tls_key is not None:
             credentials = grpc.ssl_server_credentials([(security.tls_key, security.tls_cert)])
-            return server.add_secure_port(address, credentials)
-        return server.add_insecure_port(address)
+            return int(server.add_secure_port(address, credentials))
+        return int(server.add_insecure_port(address))
     except RuntimeError:
         check_port(host, port, "gRPC", "--port")  # says "in use" if that is why
         raise PortInUse(f"gRPC port {address} cannot be bound; check --host and --port") from None
