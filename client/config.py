@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from pathlib import Path
 
 from client.routing import RoutingConfig
-from swarm import settings
 from swarm import settings
 from swarm.addresses import PeerAddress
 from swarm.codec.limits import TensorLimits
 from swarm.config_flags import flag
-from swarm.security import RpcSecurity
 from swarm.security import RpcSecurity
 
 
@@ -26,13 +23,6 @@ class ClientConfig:
 
     initial_peers: tuple[PeerAddress, ...] = field(metadata=flag("DHT peers of the swarm", metavar="HOST:PORT"))
     """DHT peers to bootstrap from (at least one)."""
-    tls_ca: Path | None = field(default=None, metadata=flag(
-        "CA certificate(s) (PEM) to verify servers of a private swarm that serve TLS", metavar="FILE"))
-    """CA the servers' TLS certificates are verified against; None: plaintext gRPC."""
-    swarm_token: str | None = field(default=None, repr=False, metadata=flag(
-        "token of a private swarm, sent with every call and DHT message", metavar="TOKEN",
-        default_text="$SWARM_TOKEN, else none"))
-    """Token of a private swarm; None: $SWARM_TOKEN, else none (a public swarm)."""
     tls_ca: Path | None = field(default=None, metadata=flag(
         "CA certificate(s) (PEM) to verify servers of a private swarm that serve TLS", metavar="FILE"))
     """CA the servers' TLS certificates are verified against; None: plaintext gRPC."""
@@ -83,11 +73,6 @@ class ClientConfig:
     """Route search and pricing; `routing.chained` also turns server-to-server pushes on."""
     tensor_limits: TensorLimits = field(default_factory=lambda: TensorLimits(max_bytes=512 << 20))
     """Bounds on tensors decoded from servers."""
-
-    def load_security(self) -> RpcSecurity:
-        """The CA file read and checked, with the token (else $SWARM_TOKEN); raises
-        `swarm.security.SecurityConfigError` if unusable."""
-        return RpcSecurity.load(tls_ca=self.tls_ca, swarm_token=self.swarm_token or settings.swarm_token())
 
     def load_security(self) -> RpcSecurity:
         """The CA file read and checked, with the token (else $SWARM_TOKEN); raises
