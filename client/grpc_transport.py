@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import grpc
@@ -160,12 +160,14 @@ class GrpcTransport:
         method = stub.Backward if backward else stub.Forward
         what = f"{'backward' if backward else 'forward'} through blocks {call.blocks}"
 
-        async def requests() -> AsyncIterator[Any]:
-            for message in messages.encode_forward_call(call, backward=backward):
-                yield message
-
         with rpc_errors(address, what):
-            responses = method(requests(), timeout=timeout)
+            responses = method(timeout=timeout)
+            try:
+                for message in messages.encode_forward_call(call, backward=backward):
+                    await responses.write(message)
+                await responses.done_writing()
+            except (grpc.aio.UsageError, asyncio.InvalidStateError):
+                pass  # the server answered before reading it all (it refused the header): its status says why
             (out,) = await messages.decode_tensor_stream(responses, self.limits)
         return out
 

@@ -31,11 +31,13 @@ class SegmentStream:
     stream: InferenceStream
     session_id: str
     """Unique per segment: one server may hold two segments of a route."""
+    push_capability: str = ""
+    """The secret a push into this segment's session must carry; only the previous hop learns it."""
     _reader: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def hop(self) -> NextHop:
-        return NextHop(self.stream.address, self.session_id)
+        return NextHop(self.stream.address, self.session_id, self.push_capability)
 
     def start_reader(self, events: asyncio.Queue[SegmentEvent]) -> None:
         """Posts every result (or the stream's error, then stops) to `events`."""

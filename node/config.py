@@ -126,6 +126,18 @@ class ServerConfig:
     """Least share of a busy compute thread that Forward/Backward work gets (priority scheduling)."""
     ready_file: Path | None = field(default=None, metadata=flag(_READY_HELP, metavar="PATH"))
     """Where to write the server's facts once it serves (and again after each move)."""
+    max_peer_cache_share: float = field(default=0.5, metadata=flag(
+        "most of the KV-cache budget one client address may hold, 0 < S <= 1", metavar="S"))
+    """Share of the KV-cache budget one client address (IP) may hold at once."""
+    evict_idle_after: float = field(default=5.0, metadata=flag(
+        "while an open waits for cache room, close sessions idle this many seconds to make room"))
+    """Under cache contention, sessions idle this long are closed for a waiting open."""
+    max_inflight_bytes: int = field(default=1 << 30, metadata=flag(
+        "most Forward/Backward request bytes this server holds at once, all clients together"))
+    """Cap on declared request bytes being received or worked on, server-wide."""
+    max_peer_inflight_bytes: int = field(default=384 << 20, metadata=flag(
+        "most Forward/Backward request bytes one client address may have in flight"))
+    """Cap on declared request bytes in flight from one client address (IP)."""
     max_batch_size: int = 64
     """Most rows a session or forward call may have."""
     max_session_length: int = 8192

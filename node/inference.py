@@ -10,6 +10,11 @@ previous server (`push`); both land in the session's inbox and are processed in 
 After a step that names next hops, the output is pushed to the next server (over one
 stream per next session, `node.push_client`) before the client gets its copy, so the
 chain is not slowed by the client's link.
+Isolation: a session belongs to the stream that opened it (only that stream steps,
+rewinds or closes it) and accepts pushes only with the secret its client chose at open
+(`push_capability`, compared in constant time); a push with a wrong or missing secret is
+answered exactly like one naming an unknown session. Sessions are told apart by (id,
+capability), so opening with an id already in use reveals nothing.
 It knows nothing of protobuf or gRPC.
 """
 
@@ -17,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
-from node.allocator import CacheAllocator
+from node.allocator import CacheAllocator, Lease
 from node.backend import BlockBackend
 from node.config import ServerConfig
 from node.error_mapping import SessionTimeout
@@ -29,8 +36,8 @@ from swarm.model.families import SessionCache
 from node.metrics import ServerMetrics
 from node.push_client import PushClient
 from node.state import ServingState
-from node.validation import check_blocks, check_open, check_step
-from swarm.errors import NotServed, ServerDraining, SessionStateError, SwarmError
+from node.validation import check_blocks, check_finite_output, check_next_hops, check_open, check_step
+from swarm.errors import CacheExhausted, NotServed, ServerDraining, SessionStateError, SwarmError
 from swarm.protocol import (
     InferenceClose,
     InferenceClosed,
@@ -49,6 +56,19 @@ INBOX_SIZE = 16
 """Steps a session may have queued; a chained client never has more than a few."""
 
 _Item = InferenceRequest | SwarmError | None  # None: the client's stream ended
+
+
+@dataclass(eq=False)
+class _Live:
+    """An open session as pushes find it."""
+
+    capability: str
+    inbox: asyncio.Queue[_Item]
+
+
+def _unknown(session_id: str) -> NotServed:
+    """The one answer to a push that cannot go in: unknown id or wrong capability alike."""
+    return NotServed(f"no open session {session_id!r} on this server (unknown or closed)")
 
 
 class InferenceSessions:
@@ -70,7 +90,10 @@ class InferenceSessions:
         self.config = config
         self.server_id = server_id
         self.pusher = PushClient(config.push_timeout)
-        self._inboxes: dict[str, asyncio.Queue[_Item]] = {}
+        self._live: dict[str, list[_Live]] = {}
+        """Open sessions by id (ids may repeat: a session is its id and its capability)."""
+        self.own_addresses: frozenset[str] = frozenset()
+        """This server's addresses: next hops naming them are refused."""
         self._epoch = 0  # bumped when the server moves to other blocks
 
     def retire_open_sessions(self) -> None:
@@ -85,15 +108,19 @@ class InferenceSessions:
 
     def push(self, pushed: PushedStep) -> None:
         """Queues a step pushed by the previous server of a chain."""
-        inbox = self._inboxes.get(pushed.session_id)
-        if inbox is None:
-            raise NotServed(f"no open session {pushed.session_id!r} on this server (unknown or closed)")
-        try:
-            inbox.put_nowait(pushed.step)
-        except asyncio.QueueFull:
-            raise SessionStateError(f"session {pushed.session_id} has {INBOX_SIZE} steps queued") from None
+        offered = pushed.capability.encode("utf-8")
+        for live in self._live.get(pushed.session_id, ()):
+            if live.capability and hmac.compare_digest(live.capability.encode("ascii"), offered):
+                try:
+                    live.inbox.put_nowait(pushed.step)
+                except asyncio.QueueFull:
+                    raise SessionStateError(f"session {pushed.session_id} has {INBOX_SIZE} steps queued") from None
+                return
+        raise _unknown(pushed.session_id)
 
-    async def serve(self, requests: AsyncIterator[InferenceRequest]) -> AsyncIterator[InferenceResponse]:
+    async def serve(self, requests: AsyncIterator[InferenceRequest], peer: str = ""
+                    ) -> AsyncIterator[InferenceResponse]:
+        """Serves one Inference stream from client address `peer` (see `node.limits.peer_of`)."""
         first = await self._first(requests)
         if first is None:
             return
@@ -102,30 +129,38 @@ class InferenceSessions:
                                     f"{type(first).__name__.removeprefix('Inference').lower()}")
         check_blocks(first.model, first.blocks, self.state.model_name, self.state.blocks)
         check_open(first, self.config.max_batch_size, self.config.max_session_length)
-        if first.session_id in self._inboxes:
-            raise SessionStateError(f"session id {first.session_id!r} is already in use on this server")
         self.state.check_accepting()
         who = f"{first.session_id or '?'}[{first.blocks}]"
         tokens = first.batch_size * first.max_length
         with self.state.session(), self.metrics.sessions_open.track_inprogress():
-            async with self.allocator.reserve(tokens, self.config.max_alloc_timeout, who):
+            async with self.allocator.reserve(tokens, self.config.max_alloc_timeout, who, peer) as lease:
                 logger.info("session %s opened: batch %d, max_length %d", who, first.batch_size,
                             first.max_length)
                 yield InferenceOpened(self.server_id, tokens)
-                pusher_key = uuid.uuid4().hex  # owns this session's push streams (ids may be empty)
+                pusher_key = uuid.uuid4().hex  # owns this session's push streams (ids may repeat)
                 try:
-                    async with self._inbox(first.session_id, requests) as inbox:
-                        async for response in self._steps(first, inbox, who, pusher_key):
+                    async with self._inbox(first, requests, lease) as inbox:
+                        async for response in self._steps(first, inbox, who, pusher_key, lease):
                             yield response
                 finally:
                     await self.pusher.release(pusher_key)
         logger.info("session %s ended", who)
 
     @contextlib.asynccontextmanager
-    async def _inbox(self, session_id: str, requests: AsyncIterator[InferenceRequest]
+    async def _inbox(self, open_: InferenceOpen, requests: AsyncIterator[InferenceRequest], lease: Lease
                      ) -> AsyncIterator[asyncio.Queue[_Item]]:
-        """The session's inbox, fed by its client's stream and by pushes."""
+        """The session's inbox, fed by its client's stream, by pushes and by eviction."""
+        session_id = open_.session_id
         inbox: asyncio.Queue[_Item] = asyncio.Queue(INBOX_SIZE)
+        live = _Live(open_.push_capability, inbox)
+
+        def evict() -> None:
+            with contextlib.suppress(asyncio.QueueFull):  # a full inbox is not idle: never evicted
+                inbox.put_nowait(CacheExhausted(
+                    f"session {session_id} closed after idling {self.allocator.evict_idle:g} s while "
+                    "other sessions waited for cache room"))
+
+        lease.on_evict = evict
 
         async def pump() -> None:
             try:
@@ -136,19 +171,21 @@ class InferenceSessions:
                 return
             await inbox.put(None)
 
-        if session_id:
-            self._inboxes[session_id] = inbox
+        self._live.setdefault(session_id, []).append(live)
         reader = asyncio.create_task(pump(), name=f"session-{session_id}-reader")  # owned, cancelled below
         try:
             yield inbox
         finally:
-            self._inboxes.pop(session_id, None)
+            lives = self._live[session_id]
+            lives.remove(live)
+            if not lives:
+                del self._live[session_id]
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
 
-    async def _steps(self, open_: InferenceOpen, inbox: asyncio.Queue[_Item], who: str, pusher_key: str
-                     ) -> AsyncIterator[InferenceResponse]:
+    async def _steps(self, open_: InferenceOpen, inbox: asyncio.Queue[_Item], who: str, pusher_key: str,
+                     lease: Lease) -> AsyncIterator[InferenceResponse]:
         cache = self.backend.new_cache(open_.blocks)
         epoch = self._epoch
         while True:
@@ -170,14 +207,19 @@ class InferenceSessions:
             if epoch != self._epoch:
                 raise ServerDraining(f"this server moved away from blocks {open_.blocks}; session {who} "
                                      "must continue elsewhere")
-            yield await self._step(open_, item, cache, pusher_key)
+            lease.busy()
+            result = await self._step(open_, item, cache, pusher_key)
+            lease.idle()
+            yield result
 
     async def _step(self, open_: InferenceOpen, step: InferenceStep, cache: SessionCache, pusher_key: str
                     ) -> InferenceResult:
         check_step(step, open_, self.backend.cache_length(cache), self.backend.hidden_size)
+        check_next_hops(step.next_hops, self.own_addresses)
         with self.metrics.step_seconds.time():
             out = await self.backend.step(cache, open_.blocks, step.hidden_states, step.start_position,
                                           step.position_ids, step.attention_mask)
+        check_finite_output(out)
         self.metrics.steps.inc()
         self.metrics.step_tokens.inc(step.hidden_states.shape[0] * step.hidden_states.shape[1])
         push_failed = False
@@ -185,7 +227,8 @@ class InferenceSessions:
             hop, rest = step.next_hops[0], step.next_hops[1:]
             onward = InferenceStep(step.step_id, out, step.start_position, step.position_ids,
                                    step.attention_mask, rest)
-            push_failed = not await self.pusher.push(pusher_key, hop.address, PushedStep(hop.session_id, onward))
+            pushed = PushedStep(hop.session_id, onward, hop.capability)
+            push_failed = not await self.pusher.push(pusher_key, hop.address, pushed)
             if push_failed:
                 self.metrics.pushes_failed.inc()
         return InferenceResult(step.step_id, out, push_failed)

@@ -1,13 +1,17 @@
 """gRPC glue of the block service: decodes requests, calls the handlers, encodes answers.
 
-No logic lives here beyond moving messages through `swarm.codec.messages`; errors are
-mapped to statuses by `node.error_mapping.grpc_errors`.
+No logic lives here beyond moving messages through `swarm.codec.messages` and checking
+them; errors are mapped to statuses by `node.error_mapping.grpc_errors`. Forward and
+Backward calls are judged by their header before their payload is read: shapes against
+the model, declared bytes against the codec's limits and against the bytes this server
+and this client address (`node.limits.peer_of`) already have in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import grpc
 
@@ -16,11 +20,19 @@ from node.inference import InferenceSessions
 from node.metrics import ServerMetrics
 from node.state import ServingState
 from node.error_mapping import grpc_errors
-from node.validation import FLOAT_DTYPES, check_blocks, check_hidden, check_positions_and_mask
+from node.limits import Overloaded, ShareLedger, peer_of
+from node.validation import (
+    FLOAT_DTYPES,
+    check_blocks,
+    check_finite,
+    check_finite_output,
+    check_hidden,
+    check_positions_and_mask,
+)
 from swarm.codec import messages
 from swarm.codec.limits import TensorLimits
 from swarm.errors import InvalidInput
-from swarm.protocol import ForwardCall, InferenceRequest, ServerInfo
+from swarm.protocol import ForwardCall, ForwardHeader, InferenceRequest, ServerInfo
 from swarm.v1 import block_service_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -44,6 +56,9 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
         self.state = state
         self.limits = limits
         self.info = info
+        config = sessions.config
+        self.inflight = ShareLedger(config.max_inflight_bytes, config.max_peer_inflight_bytes)
+        """Request bytes being received or worked on, server-wide and per client address."""
 
     async def _decoded(self, request_iterator: AsyncIterator[object]) -> AsyncIterator[InferenceRequest]:
         async for message in request_iterator:
@@ -51,10 +66,24 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
 
     @grpc_errors
     async def Inference(self, request_iterator, context):  # type: ignore[no-untyped-def]
-        async for response in self.sessions.serve(self._decoded(request_iterator)):
+        async for response in self.sessions.serve(self._decoded(request_iterator), peer_of(context.peer())):
             yield messages.encode_inference_response(response)
 
-    def _check_call(self, call: ForwardCall, expected: int) -> None:
+    @contextlib.contextmanager
+    def _in_flight(self, peer: str, nbytes: int) -> Iterator[None]:
+        """Counts a call's declared bytes as in flight until it is answered."""
+        if nbytes == 0:
+            yield
+            return
+        if not self.inflight.try_take(peer, nbytes):
+            raise Overloaded(f"request of {nbytes} bytes refused: {self.inflight.refusal(peer, nbytes)} "
+                             "(bytes in flight); retry later")
+        try:
+            yield
+        finally:
+            self.inflight.release(peer, nbytes)
+
+    def _check_call(self, call: ForwardHeader | ForwardCall, expected: int) -> None:
         check_blocks(call.model, call.blocks, self.state.model_name, self.state.blocks)
         self.state.check_accepting()
         if len(call.tensors) not in (expected, expected + 1):
@@ -63,6 +92,9 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
         if hidden.dtype not in FLOAT_DTYPES:
             raise InvalidInput(f"hidden states must be a float type, got {hidden.dtype}")
         check_hidden(hidden, self.backend.hidden_size, hidden.dtype, None)
+        if hidden.shape[1] > self.sessions.config.max_session_length:
+            raise InvalidInput(f"{hidden.shape[1]} tokens per row exceed this server's limit of "
+                               f"{self.sessions.config.max_session_length}")
         if hidden.shape[0] > self.sessions.config.max_batch_size:
             raise InvalidInput(
                 f"batch of {hidden.shape[0]} rows exceeds this server's limit of "
@@ -75,23 +107,35 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
         mask = call.tensors[expected] if len(call.tensors) > expected else None
         check_positions_and_mask(None, mask, hidden.shape[0], hidden.shape[1], hidden.shape[1])
 
+    @contextlib.asynccontextmanager
+    async def _batch_call(self, requests: AsyncIterator[object], context: object, expected: int
+                          ) -> AsyncIterator[ForwardCall]:
+        """Header first (checked), then the payload, held as in flight while the caller works."""
+        opening = await messages.read_forward_header(requests, self.limits)
+        self._check_call(opening.header, expected)
+        with self._in_flight(peer_of(context.peer()), opening.header.nbytes):  # type: ignore[attr-defined]
+            call = await messages.read_forward_payload(opening, self.limits)
+            for tensor, name in zip(call.tensors[:expected], ("hidden states", "grad_outputs")):
+                check_finite(tensor, name)
+            yield call
+
     @grpc_errors
     async def Forward(self, request_iterator, context):  # type: ignore[no-untyped-def]
-        call = await messages.decode_forward_call(request_iterator, self.limits)
-        self._check_call(call, 1)
-        self.metrics.batch_calls.labels("forward").inc()
-        mask = call.tensors[1] if len(call.tensors) > 1 else None
-        out = await self.backend.forward(call.blocks, call.tensors[0], mask)
+        async with self._batch_call(request_iterator, context, 1) as call:
+            self.metrics.batch_calls.labels("forward").inc()
+            mask = call.tensors[1] if len(call.tensors) > 1 else None
+            out = await self.backend.forward(call.blocks, call.tensors[0], mask)
+            check_finite_output(out)
         for message in messages.encode_tensor_stream([out]):
             yield message
 
     @grpc_errors
     async def Backward(self, request_iterator, context):  # type: ignore[no-untyped-def]
-        call = await messages.decode_forward_call(request_iterator, self.limits)
-        self._check_call(call, 2)
-        self.metrics.batch_calls.labels("backward").inc()
-        mask = call.tensors[2] if len(call.tensors) > 2 else None
-        grad = await self.backend.backward(call.blocks, call.tensors[0], call.tensors[1], mask)
+        async with self._batch_call(request_iterator, context, 2) as call:
+            self.metrics.batch_calls.labels("backward").inc()
+            mask = call.tensors[2] if len(call.tensors) > 2 else None
+            grad = await self.backend.backward(call.blocks, call.tensors[0], call.tensors[1], mask)
+            check_finite_output(grad)
         for message in messages.encode_tensor_stream([grad], backward=True):
             yield message
 

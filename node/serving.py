@@ -92,9 +92,11 @@ class RunningServer:
         self.load = parts.load
         self.measurements = Measurements(compute=parts.compute)
         self.backend = BlockBackend(parts.stack, config.scheduling, config.batch_share)
-        self.allocator = CacheAllocator(config.cache_tokens)
+        self.allocator = CacheAllocator(config.cache_tokens, config.max_peer_cache_share,
+                                        config.evict_idle_after)
         self.sessions = InferenceSessions(self.backend, self.allocator, self.state, config,
                                           self.facts.server_id, self.metrics)
+        self.sessions.own_addresses = frozenset({self.facts.address})  # next hops may not loop back here
         if parts.security.private:  # pushes and probes to peers carry the token, over TLS if set
             self.sessions.pusher = PushClient(config.push_timeout, parts.security)
         self.health = health.aio.HealthServicer()

@@ -1,7 +1,9 @@
 """Checks of requests against what the server holds and what a session allows (pure).
 
 Every check raises an error from `swarm.errors` whose message says what was expected and
-what came; nothing here touches torch beyond reading shapes and dtypes.
+what came; nothing here touches torch beyond reading shapes, dtypes and (for NaN/Inf)
+values. A computation whose output is not finite raises `NonFiniteOutput`, which is no
+`SwarmError`: the server answers it INTERNAL (its fault, not the caller's).
 """
 
 from __future__ import annotations
@@ -9,10 +11,24 @@ from __future__ import annotations
 import torch
 
 from swarm.errors import InvalidInput, NotServed, SessionStateError
-from swarm.protocol import InferenceOpen, InferenceStep
+from swarm.protocol import InferenceOpen, InferenceStep, NextHop
 from swarm.records import BlockRange
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+RANDOM_ID_CHARS = 32
+"""Session ids and push capabilities: 128 random bits as lowercase hex."""
+
+_HEX = frozenset("0123456789abcdef")
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "0.0.0.0", "::1", "[::1]", "::", "[::]"})
+
+
+class NonFiniteOutput(RuntimeError):
+    """The blocks produced NaN or Inf: never sent to anyone (answered INTERNAL)."""
+
+
+def is_random_id(text: str) -> bool:
+    return len(text) == RANDOM_ID_CHARS and set(text) <= _HEX
 
 
 def check_blocks(model: str, blocks: BlockRange, served_model: str, served: BlockRange) -> None:
@@ -29,6 +45,34 @@ def check_open(request: InferenceOpen, max_batch_size: int, max_length: int) -> 
         raise InvalidInput(f"max_length must be 1..{max_length}, got {request.max_length}")
     if request.dtype not in FLOAT_DTYPES:
         raise InvalidInput(f"session dtype must be a float type, got {request.dtype}")
+    if not is_random_id(request.session_id):
+        raise InvalidInput(f"session_id must be {RANDOM_ID_CHARS} lowercase hex digits (128 random bits), "
+                           f"got {len(request.session_id)} characters")
+    if request.push_capability and not is_random_id(request.push_capability):
+        raise InvalidInput(f"push_capability must be empty or {RANDOM_ID_CHARS} lowercase hex digits")
+
+
+def check_next_hops(hops: tuple[NextHop, ...], own_addresses: frozenset[str], limit: int = 8) -> None:
+    """At most `limit` hops, none naming this server (a loop would make it compute again)."""
+    if len(hops) > limit:
+        raise InvalidInput(f"a step may name at most {limit} next hops, got {len(hops)}")
+    own_ports = {address.rpartition(":")[2] for address in own_addresses}
+    own_hosts = {address.rpartition(":")[0] for address in own_addresses} | _LOOPBACK_HOSTS
+    for hop in hops:
+        host, _, port = hop.address.rpartition(":")
+        if hop.address in own_addresses or (port in own_ports and host in own_hosts):
+            raise InvalidInput(f"next hop {hop.address} is this server itself")
+
+
+def check_finite(tensor: torch.Tensor, name: str) -> None:
+    """Input activations must hold no NaN or Inf."""
+    if tensor.dtype.is_floating_point and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+        raise InvalidInput(f"{name} hold NaN or Inf values")
+
+
+def check_finite_output(tensor: torch.Tensor) -> None:
+    if tensor.numel() and not bool(torch.isfinite(tensor).all()):
+        raise NonFiniteOutput("the blocks produced NaN or Inf from finite inputs; the answer was withheld")
 
 
 def check_hidden(hidden: torch.Tensor, hidden_size: int, dtype: torch.dtype, batch: int | None) -> None:
@@ -46,6 +90,7 @@ def check_hidden(hidden: torch.Tensor, hidden_size: int, dtype: torch.dtype, bat
 def check_step(step: InferenceStep, open_: InferenceOpen, cached: int, hidden_size: int) -> None:
     """A step fits the session: shapes, dtype, cache position and length."""
     check_hidden(step.hidden_states, hidden_size, open_.dtype, open_.batch_size)
+    check_finite(step.hidden_states, "hidden states")
     tokens = step.hidden_states.shape[1]
     if step.start_position > cached:
         raise SessionStateError(

@@ -24,6 +24,8 @@ class InferenceOpen:
     max_length: int
     dtype: torch.dtype
     session_id: str = ""
+    push_capability: str = ""
+    """Secret a push into this session must carry (empty: no pushes accepted)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class NextHop:
 
     address: str
     session_id: str
+    capability: str = ""
+    """The next session's push capability, sent with each push to it."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ class PushedStep:
 
     session_id: str
     step: InferenceStep
+    capability: str = ""
+    """The receiving session's push capability."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,18 @@ class ForwardCall:
     model: str
     blocks: BlockRange
     tensors: tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class ForwardHeader:
+    """The first message of a Forward/Backward call, before any payload byte is read."""
+
+    model: str
+    blocks: BlockRange
+    tensors: tuple[torch.Tensor, ...]
+    """Shapes and dtypes of the tensors that follow, as tensors on the `meta` device (no data)."""
+    nbytes: int
+    """Payload bytes the header declares, all tensors together."""
 
 
 @dataclass(frozen=True)

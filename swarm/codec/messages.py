@@ -1,32 +1,29 @@
 """Block-service messages: `swarm.protocol` dataclasses to protobuf and back.
 
-Also the chunked tensor streams of Forward/Backward: a header with tensor shapes, then
-the concatenated bytes in chunks of at most CHUNK_BYTES, so that payloads of any size
-pass the 4 MB gRPC message cap. Everything decoded is validated (dtypes, shapes, byte
-counts, limits) and malformed input raises CodecError.
+The chunked tensor streams of Forward/Backward live in `swarm.codec.streams` and are
+re-exported here. Everything decoded is validated (dtypes, shapes, byte counts, limits)
+and malformed input raises CodecError.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
-
-import torch
-
 from swarm.codec.limits import TensorLimits
-from swarm.codec.tensors import (
-    DEFAULT_LIMITS,
-    checked_nbytes,
-    decode_tensor,
-    dtype_from_wire,
-    dtype_to_wire,
-    encode_tensor,
-    tensor_bytes,
-    tensor_header,
+from swarm.codec.streams import (  # the chunked streams are part of this module's face
+    CHUNK_BYTES as CHUNK_BYTES,
+    MAX_STREAM_TENSORS as MAX_STREAM_TENSORS,
+    ForwardOpening as ForwardOpening,
+    blocks_from_wire,
+    blocks_to_wire,
+    decode_forward_call as decode_forward_call,
+    decode_tensor_stream as decode_tensor_stream,
+    encode_forward_call as encode_forward_call,
+    encode_tensor_stream as encode_tensor_stream,
+    read_forward_header as read_forward_header,
+    read_forward_payload as read_forward_payload,
 )
+from swarm.codec.tensors import DEFAULT_LIMITS, decode_tensor, dtype_from_wire, dtype_to_wire, encode_tensor
 from swarm.errors import CodecError
 from swarm.protocol import (
-    ForwardCall,
     InferenceClose,
     InferenceClosed,
     InferenceOpen,
@@ -39,34 +36,17 @@ from swarm.protocol import (
     PushedStep,
     ServerInfo,
 )
-from swarm.records import BlockRange
 from swarm.v1 import block_service_pb2 as pb
 from swarm.v1 import record_pb2
 
-CHUNK_BYTES = 1 << 20
-"""Largest chunk of a streamed tensor payload (well under gRPC's 4 MB default cap)."""
-
-MAX_STREAM_TENSORS = 4
-"""Most tensors one Forward/Backward call may declare."""
-
-MAX_NEXT_HOPS = 64
-"""Longest chain a step may carry."""
+MAX_NEXT_HOPS = 8
+"""Longest chain a step may carry: bounds what one step can make servers compute."""
 
 MAX_ID_CHARS = 128
 """Longest session id; longer ones are rejected."""
 
 MAX_ADDRESS_CHARS = 256
 """Longest host:port address."""
-
-
-def _blocks_from_wire(message: record_pb2.BlockRange) -> BlockRange:
-    if message.end <= message.start:
-        raise CodecError(f"invalid block range {message.start}:{message.end}")
-    return BlockRange(message.start, message.end)
-
-
-def _blocks_to_wire(blocks: BlockRange) -> record_pb2.BlockRange:
-    return record_pb2.BlockRange(start=blocks.start, end=blocks.end)
 
 
 # ---- Inference -------------------------------------------------------------------
@@ -77,11 +57,12 @@ def encode_inference_request(request: InferenceRequest) -> pb.InferenceRequest:
         return pb.InferenceRequest(
             open=pb.InferenceOpen(
                 model=request.model,
-                blocks=_blocks_to_wire(request.blocks),
+                blocks=blocks_to_wire(request.blocks),
                 batch_size=request.batch_size,
                 max_length=request.max_length,
                 dtype=dtype_to_wire(request.dtype),
                 session_id=request.session_id,
+                push_capability=request.push_capability,
             )
         )
     if isinstance(request, InferenceStep):
@@ -94,7 +75,8 @@ def _encode_step(request: InferenceStep) -> pb.InferenceStep:
         step_id=request.step_id,
         hidden_states=encode_tensor(request.hidden_states),
         start_position=request.start_position,
-        next_hops=[pb.NextHop(address=h.address, session_id=h.session_id) for h in request.next_hops],
+        next_hops=[pb.NextHop(address=h.address, session_id=h.session_id, capability=h.capability)
+                   for h in request.next_hops],
     )
     if request.position_ids is not None:
         step.position_ids.CopyFrom(encode_tensor(request.position_ids))
@@ -110,6 +92,7 @@ def _decode_step(s: pb.InferenceStep, limits: TensorLimits) -> InferenceStep:
         raise CodecError(f"a step may carry at most {MAX_NEXT_HOPS} next hops, got {len(s.next_hops)}")
     for hop in s.next_hops:
         _checked_id(hop.session_id)
+        _checked_id(hop.capability)
         if not 0 < len(hop.address) <= MAX_ADDRESS_CHARS:
             raise CodecError(f"next hop address must have 1..{MAX_ADDRESS_CHARS} characters")
     return InferenceStep(
@@ -118,13 +101,13 @@ def _decode_step(s: pb.InferenceStep, limits: TensorLimits) -> InferenceStep:
         start_position=s.start_position,
         position_ids=decode_tensor(s.position_ids, limits) if s.HasField("position_ids") else None,
         attention_mask=decode_tensor(s.attention_mask, limits) if s.HasField("attention_mask") else None,
-        next_hops=tuple(NextHop(h.address, h.session_id) for h in s.next_hops),
+        next_hops=tuple(NextHop(h.address, h.session_id, h.capability) for h in s.next_hops),
     )
 
 
 def _checked_id(session_id: str) -> str:
     if len(session_id) > MAX_ID_CHARS:
-        raise CodecError(f"session id longer than {MAX_ID_CHARS} characters")
+        raise CodecError(f"session id or capability longer than {MAX_ID_CHARS} characters")
     return session_id
 
 
@@ -138,11 +121,12 @@ def decode_inference_request(
             raise CodecError("open message has no block range")
         return InferenceOpen(
             model=o.model,
-            blocks=_blocks_from_wire(o.blocks),
+            blocks=blocks_from_wire(o.blocks),
             batch_size=o.batch_size,
             max_length=o.max_length,
             dtype=dtype_from_wire(o.dtype),
             session_id=_checked_id(o.session_id),
+            push_capability=_checked_id(o.push_capability),
         )
     if kind == "step":
         return _decode_step(message.step, limits)
@@ -190,124 +174,18 @@ def decode_inference_response(
     raise CodecError("inference response carries no message")
 
 
-# ---- Chunked tensor streams (Forward / Backward) ----------------------------------
-
-
-def _chunks(tensors: Sequence[torch.Tensor]) -> Iterator[bytes]:
-    for tensor in tensors:
-        raw = memoryview(tensor_bytes(tensor))
-        for offset in range(0, len(raw), CHUNK_BYTES):
-            yield bytes(raw[offset : offset + CHUNK_BYTES])
-
-
-def encode_forward_call(call: ForwardCall, backward: bool = False) -> Iterator[object]:
-    """The request messages of a Forward (or Backward) call: open, then chunks."""
-    message_type = pb.BackwardRequest if backward else pb.ForwardRequest
-    header = pb.ForwardOpen(
-        model=call.model,
-        blocks=_blocks_to_wire(call.blocks),
-        tensors=[tensor_header(t) for t in call.tensors],
-    )
-    yield message_type(open=header)
-    for chunk in _chunks(call.tensors):
-        yield message_type(chunk=chunk)
-
-
-def encode_tensor_stream(tensors: Sequence[torch.Tensor], backward: bool = False) -> Iterator[object]:
-    """The response messages carrying tensors: header, then chunks."""
-    message_type = pb.BackwardResponse if backward else pb.ForwardResponse
-    yield message_type(header=pb.TensorStreamHeader(tensors=[tensor_header(t) for t in tensors]))
-    for chunk in _chunks(tensors):
-        yield message_type(chunk=chunk)
-
-
-@dataclass
-class _Assembly:
-    headers: list[object]
-    sizes: list[int]
-    buffer: bytearray
-
-
-def _start_assembly(headers: Sequence[object], limits: TensorLimits) -> _Assembly:
-    if not 1 <= len(headers) <= MAX_STREAM_TENSORS:
-        raise CodecError(f"a call carries 1 to {MAX_STREAM_TENSORS} tensors, got {len(headers)}")
-    sizes = [checked_nbytes(h, limits) for h in headers]  # type: ignore[arg-type]
-    if sum(sizes) > limits.max_bytes:
-        raise CodecError(f"payload of {sum(sizes)} bytes exceeds the limit of {limits.max_bytes}")
-    return _Assembly(list(headers), sizes, bytearray())
-
-
-def _add_chunk(assembly: _Assembly, chunk: bytes) -> None:
-    if len(assembly.buffer) + len(chunk) > sum(assembly.sizes):
-        raise CodecError(
-            f"stream sent more bytes than its tensor headers declare ({sum(assembly.sizes)})"
-        )
-    assembly.buffer += chunk
-
-
-def _finish_assembly(assembly: _Assembly, limits: TensorLimits) -> tuple[torch.Tensor, ...]:
-    if len(assembly.buffer) != sum(assembly.sizes):
-        raise CodecError(
-            f"stream ended after {len(assembly.buffer)} of {sum(assembly.sizes)} declared bytes"
-        )
-    tensors, offset, view = [], 0, memoryview(assembly.buffer)
-    for header, size in zip(assembly.headers, assembly.sizes):
-        data = bytes(view[offset : offset + size])
-        tensors.append(decode_tensor(header, limits, data=data))  # type: ignore[arg-type]
-        offset += size
-    return tuple(tensors)
-
-
-async def decode_forward_call(
-    messages: AsyncIterable[object], limits: TensorLimits = DEFAULT_LIMITS
-) -> ForwardCall:
-    """Reads a whole Forward/Backward request stream into a ForwardCall."""
-    iterator: AsyncIterator[object] = aiter(messages)
-    first = await anext(iterator, None)
-    if first is None or first.WhichOneof("message") != "open":  # type: ignore[attr-defined]
-        raise CodecError("a forward/backward call must start with an open message")
-    header = first.open  # type: ignore[attr-defined]
-    if not header.HasField("blocks"):
-        raise CodecError("open message has no block range")
-    assembly = _start_assembly(list(header.tensors), limits)
-    async for message in iterator:
-        if message.WhichOneof("message") != "chunk":  # type: ignore[attr-defined]
-            raise CodecError("only chunk messages may follow the open message")
-        _add_chunk(assembly, message.chunk)  # type: ignore[attr-defined]
-    return ForwardCall(
-        model=header.model,
-        blocks=_blocks_from_wire(header.blocks),
-        tensors=_finish_assembly(assembly, limits),
-    )
-
-
-async def decode_tensor_stream(
-    messages: AsyncIterable[object], limits: TensorLimits = DEFAULT_LIMITS
-) -> tuple[torch.Tensor, ...]:
-    """Reads a Forward/Backward response stream into its tensors."""
-    iterator: AsyncIterator[object] = aiter(messages)
-    first = await anext(iterator, None)
-    if first is None or first.WhichOneof("message") != "header":  # type: ignore[attr-defined]
-        raise CodecError("a tensor stream must start with a header")
-    assembly = _start_assembly(list(first.header.tensors), limits)  # type: ignore[attr-defined]
-    async for message in iterator:
-        if message.WhichOneof("message") != "chunk":  # type: ignore[attr-defined]
-            raise CodecError("only chunk messages may follow the header")
-        _add_chunk(assembly, message.chunk)  # type: ignore[attr-defined]
-    return _finish_assembly(assembly, limits)
-
-
 # ---- Push ------------------------------------------------------------------------
 
 
 def encode_push(push: PushedStep) -> pb.PushRequest:
-    return pb.PushRequest(session_id=push.session_id, step=_encode_step(push.step))
+    return pb.PushRequest(session_id=push.session_id, step=_encode_step(push.step), capability=push.capability)
 
 
 def decode_push(message: pb.PushRequest, limits: TensorLimits = DEFAULT_LIMITS) -> PushedStep:
     if not message.HasField("step"):
         raise CodecError("push carries no step")
-    return PushedStep(_checked_id(message.session_id), _decode_step(message.step, limits))
+    return PushedStep(_checked_id(message.session_id), _decode_step(message.step, limits),
+                      _checked_id(message.capability))
 
 
 def push_response() -> pb.PushResponse:

@@ -19,28 +19,32 @@ class InferenceRequest(_message.Message):
     def __init__(self, open: _Optional[_Union[InferenceOpen, _Mapping]] = ..., step: _Optional[_Union[InferenceStep, _Mapping]] = ..., close: _Optional[_Union[InferenceClose, _Mapping]] = ...) -> None: ...
 
 class InferenceOpen(_message.Message):
-    __slots__ = ("model", "blocks", "batch_size", "max_length", "dtype", "session_id")
+    __slots__ = ("model", "blocks", "batch_size", "max_length", "dtype", "session_id", "push_capability")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PUSH_CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     model: str
     blocks: _record_pb2.BlockRange
     batch_size: int
     max_length: int
     dtype: _tensor_pb2.DType
     session_id: str
-    def __init__(self, model: _Optional[str] = ..., blocks: _Optional[_Union[_record_pb2.BlockRange, _Mapping]] = ..., batch_size: _Optional[int] = ..., max_length: _Optional[int] = ..., dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., session_id: _Optional[str] = ...) -> None: ...
+    push_capability: str
+    def __init__(self, model: _Optional[str] = ..., blocks: _Optional[_Union[_record_pb2.BlockRange, _Mapping]] = ..., batch_size: _Optional[int] = ..., max_length: _Optional[int] = ..., dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., session_id: _Optional[str] = ..., push_capability: _Optional[str] = ...) -> None: ...
 
 class NextHop(_message.Message):
-    __slots__ = ("address", "session_id")
+    __slots__ = ("address", "session_id", "capability")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     address: str
     session_id: str
-    def __init__(self, address: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+    capability: str
+    def __init__(self, address: _Optional[str] = ..., session_id: _Optional[str] = ..., capability: _Optional[str] = ...) -> None: ...
 
 class InferenceStep(_message.Message):
     __slots__ = ("step_id", "hidden_states", "start_position", "position_ids", "attention_mask", "next_hops")
@@ -143,12 +147,14 @@ class BackwardResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[TensorStreamHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class PushRequest(_message.Message):
-    __slots__ = ("session_id", "step")
+    __slots__ = ("session_id", "step", "capability")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     step: InferenceStep
-    def __init__(self, session_id: _Optional[str] = ..., step: _Optional[_Union[InferenceStep, _Mapping]] = ...) -> None: ...
+    capability: str
+    def __init__(self, session_id: _Optional[str] = ..., step: _Optional[_Union[InferenceStep, _Mapping]] = ..., capability: _Optional[str] = ...) -> None: ...
 
 class PushResponse(_message.Message):
     __slots__ = ()

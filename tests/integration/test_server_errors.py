@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from collections.abc import AsyncIterator, Iterable
 
 import grpc
@@ -30,7 +31,7 @@ HIDDEN = 32
 
 def _open(blocks: BlockRange = BlockRange(0, 2), max_length: int = 16, model: str = "tiny-llama",
           batch: int = 1) -> InferenceOpen:
-    return InferenceOpen(model, blocks, batch, max_length, torch.float32, uuid.uuid4().hex)
+    return InferenceOpen(model, blocks, batch, max_length, torch.float32, uuid.uuid4().hex, uuid.uuid4().hex)
 
 
 def _step(tokens: int = 1, hidden: int = HIDDEN, dtype: torch.dtype = torch.float32, start: int = 0,
@@ -92,7 +93,9 @@ async def test_bad_requests_get_clear_statuses_while_others_are_served(
         (_open(blocks=BlockRange(1, 4)), None, "NOT_FOUND", "holds blocks 0:2"),
         (_open(model="other-model"), None, "NOT_FOUND", "not 'other-model'"),
         (_open(batch=0), None, "INVALID_ARGUMENT", "batch_size must be"),
-        (_open(max_length=5000), None, "RESOURCE_EXHAUSTED", "whole budget is 4096"),
+        (_open(max_length=5000), None, "RESOURCE_EXHAUSTED", "budget is 4096 tokens, at most 2048 per client"),
+        (replace(_open(), session_id="abc"), None, "INVALID_ARGUMENT", "32 lowercase hex digits"),
+        (replace(_open(), push_capability="x" * 32), None, "INVALID_ARGUMENT", "push_capability must be"),
     ]
     for open_, step, code, match in cases:
         await _expect(pool, address, open_, step, code, match)
@@ -102,13 +105,15 @@ async def test_bad_requests_get_clear_statuses_while_others_are_served(
 
 async def test_cache_budget_waits_then_says_what_was_asked(llama_swarm: RunningSwarm, pool: ChannelPool) -> None:
     address = llama_swarm.servers[1].address
-    holder = await GrpcInferenceStream.open(pool, address, _open(BlockRange(2, 4), max_length=3000), 5.0,
+    holder = await GrpcInferenceStream.open(pool, address, _open(BlockRange(2, 4), max_length=2000), 5.0,
                                         DEFAULT_LIMITS)
-    await _expect(pool, address, _open(BlockRange(2, 4), max_length=3000), None, "RESOURCE_EXHAUSTED",
-                  "asks for 3000 cache tokens; only 1096 of 4096 were free after waiting 0.5 s")
+    # 4000 of 4096 tokens would fit, but not in one client address's share (half)
+    await _expect(pool, address, _open(BlockRange(2, 4), max_length=2000), None, "RESOURCE_EXHAUSTED",
+                  "asks for 2000 cache tokens and none came free in 0.5 s: 2000 asked, 2000 already held by "
+                  "127.0.0.1, at most 2048 per peer")
     # once the first session closes, the same request fits
     await holder.close(5.0)
-    again = await GrpcInferenceStream.open(pool, address, _open(BlockRange(2, 4), max_length=3000), 5.0,
+    again = await GrpcInferenceStream.open(pool, address, _open(BlockRange(2, 4), max_length=2000), 5.0,
                                        DEFAULT_LIMITS)
     await again.close(5.0)
 
@@ -136,15 +141,23 @@ async def test_push_to_unknown_or_closed_session(llama_swarm: RunningSwarm, pool
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = block_service_pb2_grpc.BlockServiceStub(channel)
         # a push into the open session is answered on the session's own stream
-        await stub.Push(messages.encode_push(PushedStep(open_.session_id, _step())))
+        await stub.Push(messages.encode_push(PushedStep(open_.session_id, _step(), open_.push_capability)))
         result = await stream.receive(0, 5.0)
         assert result.hidden_states.shape == (1, 1, HIDDEN)
+        # without the session's capability, a push is answered exactly like one to an unknown id
+        answers = []
+        for capability in ("", uuid.uuid4().hex):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Push(messages.encode_push(PushedStep(open_.session_id, _step(), capability)))
+            answers.append((info.value.code(), info.value.details()))
         await stream.close(5.0)
         for session_id in (open_.session_id, "no-such-session"):
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                await stub.Push(messages.encode_push(PushedStep(session_id, _step())))
+                await stub.Push(messages.encode_push(PushedStep(session_id, _step(), open_.push_capability)))
             assert info.value.code() == grpc.StatusCode.NOT_FOUND
             assert "unknown or closed" in (info.value.details() or "")
+        assert answers == [(grpc.StatusCode.NOT_FOUND, f"no open session {open_.session_id!r} on this server "
+                            "(unknown or closed)")] * 2
 
 
 async def test_push_stream_feeds_a_session_then_rejects_an_unknown_one(
@@ -157,7 +170,7 @@ async def test_push_stream_feeds_a_session_then_rejects_an_unknown_one(
         stub = block_service_pb2_grpc.BlockServiceStub(channel)
         call = stub.PushStream()
         for step_id in range(3):  # several steps over one call, each answered on the session
-            pushed = PushedStep(open_.session_id, _step(start=step_id, step_id=step_id))
+            pushed = PushedStep(open_.session_id, _step(start=step_id, step_id=step_id), open_.push_capability)
             await call.write(messages.encode_push(pushed))
             result = await stream.receive(step_id, 5.0)
             assert result.hidden_states.shape == (1, 1, HIDDEN)
@@ -269,8 +282,8 @@ async def test_push_client_reports_a_rejected_stream(llama_swarm: RunningSwarm, 
     pusher = PushClient(5.0)
     try:
         for step_id in range(2):
-            assert await pusher.push("owner", address, PushedStep(open_.session_id, _step(start=step_id,
-                                                                                           step_id=step_id)))
+            pushed = PushedStep(open_.session_id, _step(start=step_id, step_id=step_id), open_.push_capability)
+            assert await pusher.push("owner", address, pushed)
             assert (await stream.receive(step_id, 5.0)).hidden_states.shape == (1, 1, HIDDEN)
         # the server ends a stream into an unknown session; the pusher sees it at a later write
         outcomes = []

@@ -1,0 +1,162 @@
+"""Chunked tensor streams of Forward/Backward calls: a header, then the bytes in chunks.
+
+A header (`ForwardOpen` or `TensorStreamHeader`) lists the tensors' dtypes and shapes;
+their concatenated bytes follow in chunks of at most CHUNK_BYTES, so that payloads of
+any size pass the 4 MB gRPC message cap. The reading side is split in two so that a
+server can judge a call by its header before it buffers a single payload byte
+(`read_forward_header`, then `read_forward_payload`): the header is checked against the
+codec's limits here and against the model by the server. The payload lands in one
+buffer of the declared size and the tensors are views of it (no second copy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from swarm.codec.limits import TensorLimits
+from swarm.codec.tensors import (
+    DEFAULT_LIMITS,
+    checked_nbytes,
+    decode_tensor,
+    dtype_from_wire,
+    tensor_bytes,
+    tensor_header,
+)
+from swarm.errors import CodecError
+from swarm.protocol import ForwardCall, ForwardHeader
+from swarm.records import BlockRange
+from swarm.v1 import block_service_pb2 as pb
+from swarm.v1 import record_pb2
+
+CHUNK_BYTES = 1 << 20
+"""Largest chunk of a streamed tensor payload (well under gRPC's 4 MB default cap)."""
+
+MAX_STREAM_TENSORS = 4
+"""Most tensors one Forward/Backward call may declare."""
+
+
+def blocks_from_wire(message: record_pb2.BlockRange) -> BlockRange:
+    if message.end <= message.start:
+        raise CodecError(f"invalid block range {message.start}:{message.end}")
+    return BlockRange(message.start, message.end)
+
+
+def blocks_to_wire(blocks: BlockRange) -> record_pb2.BlockRange:
+    return record_pb2.BlockRange(start=blocks.start, end=blocks.end)
+
+
+def _chunks(tensors: Sequence[torch.Tensor]) -> Iterator[bytes]:
+    for tensor in tensors:
+        raw = memoryview(tensor_bytes(tensor))
+        for offset in range(0, len(raw), CHUNK_BYTES):
+            yield bytes(raw[offset : offset + CHUNK_BYTES])
+
+
+def encode_forward_call(call: ForwardCall, backward: bool = False) -> Iterator[object]:
+    """The request messages of a Forward (or Backward) call: open, then chunks."""
+    message_type = pb.BackwardRequest if backward else pb.ForwardRequest
+    header = pb.ForwardOpen(
+        model=call.model,
+        blocks=blocks_to_wire(call.blocks),
+        tensors=[tensor_header(t) for t in call.tensors],
+    )
+    yield message_type(open=header)
+    for chunk in _chunks(call.tensors):
+        yield message_type(chunk=chunk)
+
+
+def encode_tensor_stream(tensors: Sequence[torch.Tensor], backward: bool = False) -> Iterator[object]:
+    """The response messages carrying tensors: header, then chunks."""
+    message_type = pb.BackwardResponse if backward else pb.ForwardResponse
+    yield message_type(header=pb.TensorStreamHeader(tensors=[tensor_header(t) for t in tensors]))
+    for chunk in _chunks(tensors):
+        yield message_type(chunk=chunk)
+
+
+def _checked_headers(headers: Sequence[object], limits: TensorLimits) -> list[int]:
+    """Each tensor's byte count; raises CodecError if the headers break the limits."""
+    if not 1 <= len(headers) <= MAX_STREAM_TENSORS:
+        raise CodecError(f"a call carries 1 to {MAX_STREAM_TENSORS} tensors, got {len(headers)}")
+    sizes = [checked_nbytes(h, limits) for h in headers]  # type: ignore[arg-type]
+    if sum(sizes) > limits.max_bytes:
+        raise CodecError(f"payload of {sum(sizes)} bytes exceeds the limit of {limits.max_bytes}")
+    return sizes
+
+
+async def _read_payload(iterator: AsyncIterator[object], headers: Sequence[object], sizes: list[int],
+                        limits: TensorLimits, what: str) -> tuple[torch.Tensor, ...]:
+    total = sum(sizes)
+    buffer = bytearray(total)  # the declared size, checked against the limits before this
+    view, filled = memoryview(buffer), 0
+    async for message in iterator:
+        if message.WhichOneof("message") != "chunk":  # type: ignore[attr-defined]
+            raise CodecError(f"only chunk messages may follow the {what}")
+        chunk = message.chunk  # type: ignore[attr-defined]
+        if filled + len(chunk) > total:
+            raise CodecError(f"stream sent more bytes than its tensor headers declare ({total})")
+        view[filled : filled + len(chunk)] = chunk
+        filled += len(chunk)
+    if filled != total:
+        raise CodecError(f"stream ended after {filled} of {total} declared bytes")
+    tensors, offset = [], 0
+    for header, size in zip(headers, sizes):
+        tensors.append(decode_tensor(header, limits, data=view[offset : offset + size]))  # type: ignore[arg-type]
+        offset += size
+    return tuple(tensors)
+
+
+@dataclass(frozen=True)
+class ForwardOpening:
+    """A Forward/Backward request stream whose header has been read, its payload not yet."""
+
+    header: ForwardHeader
+    _iterator: AsyncIterator[object]
+    _headers: tuple[object, ...]
+    _sizes: tuple[int, ...]
+
+
+async def read_forward_header(
+    messages: AsyncIterable[object], limits: TensorLimits = DEFAULT_LIMITS
+) -> ForwardOpening:
+    """Reads and checks only the first message of a Forward/Backward request stream."""
+    iterator: AsyncIterator[object] = aiter(messages)
+    first = await anext(iterator, None)
+    if first is None or first.WhichOneof("message") != "open":  # type: ignore[attr-defined]
+        raise CodecError("a forward/backward call must start with an open message")
+    opened = first.open  # type: ignore[attr-defined]
+    if not opened.HasField("blocks"):
+        raise CodecError("open message has no block range")
+    headers = tuple(opened.tensors)
+    sizes = _checked_headers(headers, limits)
+    metas = tuple(torch.empty(tuple(h.shape), dtype=dtype_from_wire(h.dtype), device="meta") for h in headers)
+    header = ForwardHeader(opened.model, blocks_from_wire(opened.blocks), metas, sum(sizes))
+    return ForwardOpening(header, iterator, headers, tuple(sizes))
+
+
+async def read_forward_payload(opening: ForwardOpening, limits: TensorLimits = DEFAULT_LIMITS) -> ForwardCall:
+    """Reads the chunks that follow a header read by `read_forward_header`."""
+    tensors = await _read_payload(opening._iterator, opening._headers, list(opening._sizes), limits,
+                                  "open message")
+    return ForwardCall(opening.header.model, opening.header.blocks, tensors)
+
+
+async def decode_forward_call(
+    messages: AsyncIterable[object], limits: TensorLimits = DEFAULT_LIMITS
+) -> ForwardCall:
+    """Reads a whole Forward/Backward request stream into a ForwardCall."""
+    return await read_forward_payload(await read_forward_header(messages, limits), limits)
+
+
+async def decode_tensor_stream(
+    messages: AsyncIterable[object], limits: TensorLimits = DEFAULT_LIMITS
+) -> tuple[torch.Tensor, ...]:
+    """Reads a Forward/Backward response stream into its tensors."""
+    iterator: AsyncIterator[object] = aiter(messages)
+    first = await anext(iterator, None)
+    if first is None or first.WhichOneof("message") != "header":  # type: ignore[attr-defined]
+        raise CodecError("a tensor stream must start with a header")
+    headers = tuple(first.header.tensors)  # type: ignore[attr-defined]
+    return await _read_payload(iterator, headers, _checked_headers(headers, limits), limits, "header")
