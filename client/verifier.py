@@ -103,7 +103,8 @@ class Verifier:
         try:
             out = await self.transport.forward(address, call, self.swarm.config.step_timeout)
         except SwarmError as error:
-            logger.info("verification call to %s failed: %s", address, error)
+            logger.warning("verification call to %s failed (%s): banned like any failed server", address, error)
+            self.swarm.ban(witness, address, error)
             return None
         if out.shape[:2] != seen.hidden.shape[:2]:
             logger.info("verification call to %s answered shape %s", address, list(out.shape))
