@@ -53,14 +53,16 @@ class BlockBackend:
                                         position_ids, attention_mask)
 
     async def forward(
-        self, blocks: BlockRange, hidden: torch.Tensor, attention_mask: torch.Tensor | None
+        self, blocks: BlockRange, hidden: torch.Tensor, attention_mask: torch.Tensor | None, peer: str = ""
     ) -> torch.Tensor:
+        """The blocks' output; `peer` (the client address) has its share of batch work's time."""
         stack = self.stack  # every piece on the same blocks even if a rebalancing move swaps them meanwhile
         mask, positions = _batch_inputs(hidden, attention_mask)
         out = hidden.to(stack.dtype)
         with self.executor.active(Priority.BATCH):
             for block in self._pieces(blocks):
-                out = await self.executor.run(Priority.BATCH, _forward_piece, stack, block, out, mask, positions)
+                out = await self.executor.run(Priority.BATCH, _forward_piece, stack, block, out, mask, positions,
+                                              peer=peer)
         return out.to(hidden.dtype)
 
     async def backward(
@@ -69,6 +71,7 @@ class BlockBackend:
         hidden: torch.Tensor,
         grad_outputs: torch.Tensor,
         attention_mask: torch.Tensor | None,
+        peer: str = "",
     ) -> torch.Tensor:
         """The gradient of `sum(forward(hidden) * grad_outputs)` with respect to `hidden`.
 
@@ -83,10 +86,11 @@ class BlockBackend:
         with self.executor.active(Priority.BATCH):
             for block in self._pieces(blocks):
                 inputs = out.detach().requires_grad_(True)
-                out = await self.executor.run(Priority.BATCH, _graph_piece, stack, block, inputs, mask, positions)
+                out = await self.executor.run(Priority.BATCH, _graph_piece, stack, block, inputs, mask, positions,
+                                              peer=peer)
                 passes.append((inputs, out))
             for inputs, out in reversed(passes):
-                grad = await self.executor.run(Priority.BATCH, _input_grad, out, inputs, grad)
+                grad = await self.executor.run(Priority.BATCH, _input_grad, out, inputs, grad, peer=peer)
         return grad.to(hidden.dtype)
 
     def _pieces(self, blocks: BlockRange) -> list[BlockRange]:

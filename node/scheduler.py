@@ -7,8 +7,10 @@ generating client waits behind a whole training pass for every token. Here batch
 are queued a piece (one block) at a time and the two kinds of work share the thread by
 `FairShare`: a step waits for the piece that is running (and for pieces batch work is
 owed), never for a whole pass, and batch work still gets at least its share of the
-thread's time when inference steps keep it busy. Within one kind, tasks run in the order
-they came.
+thread's time when inference steps keep it busy. Within one kind, the client addresses
+that have work waiting share the thread by measured time too (`PeerQueue`): one client's
+back-to-back passes cannot make another client's pass wait for all of them. One client's
+tasks run in the order they came.
 """
 
 from __future__ import annotations
@@ -87,6 +89,48 @@ class FairShare:
 _Task = tuple[concurrent.futures.Future[Any], Callable[[], Any]]
 
 
+class PeerQueue:
+    """One kind's waiting tasks, by client address; the address with the least run time goes first.
+
+    Each address has a clock of its tasks' run time; an address that had nothing waiting
+    starts at the least clock of those waiting (idling earns no credit). FIFO within an
+    address. Pure bookkeeping: the caller reports run times (`charge`).
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, collections.deque[_Task]] = {}
+        self.clocks: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return sum(len(tasks) for tasks in self._tasks.values())
+
+    def __iter__(self) -> Iterator[_Task]:
+        return (task for tasks in self._tasks.values() for task in tasks)
+
+    def append(self, peer: str, task: _Task) -> None:
+        if peer not in self._tasks:
+            floor = min((self.clocks[p] for p in self._tasks), default=0.0)
+            self.clocks[peer] = max(self.clocks.get(peer, 0.0), floor)
+            self._tasks[peer] = collections.deque()
+        self._tasks[peer].append(task)
+
+    def popleft(self) -> tuple[str, _Task]:
+        peer = min(self._tasks, key=self.clocks.__getitem__)  # dicts keep arrival order for ties
+        tasks = self._tasks[peer]
+        task = tasks.popleft()
+        if not tasks:
+            del self._tasks[peer]
+        return peer, task
+
+    def charge(self, peer: str, seconds: float) -> None:
+        self.clocks[peer] = self.clocks.get(peer, 0.0) + seconds
+        if len(self.clocks) > 4 * len(self._tasks) + 64:  # forget addresses with nothing waiting
+            self.clocks = {p: c for p, c in self.clocks.items() if p in self._tasks}
+
+    def clear(self) -> None:
+        self._tasks.clear()
+
+
 class PriorityExecutor:
     """A single worker thread that runs submitted callables: by `FairShare` between kinds, FIFO within."""
 
@@ -96,7 +140,7 @@ class PriorityExecutor:
         self.scheduling = scheduling
         self.share = FairShare(batch_share)
         self._clock = clock
-        self._queues: dict[Priority, collections.deque[_Task]] = {kind: collections.deque() for kind in Priority}
+        self._queues: dict[Priority, PeerQueue] = {kind: PeerQueue() for kind in Priority}
         self._running: Priority | None = None
         self._active = {kind: 0 for kind in Priority}
         """Passes of each kind under way (see `active`)."""
@@ -132,7 +176,9 @@ class PriorityExecutor:
             with self._wakeup:
                 self._active[kind] -= 1
 
-    def submit(self, priority: Priority, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+    def submit(self, priority: Priority, fn: Callable[..., T], *args: Any, peer: str = ""
+               ) -> concurrent.futures.Future[T]:
+        """Queues `fn(*args)` for client address `peer` (its share within the kind)."""
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         kind = self._kind(priority)
         with self._wakeup:
@@ -140,13 +186,13 @@ class PriorityExecutor:
                 raise RuntimeError("the compute thread is shut down")
             if self._idle(kind):
                 self.share.wake(kind)
-            self._queues[kind].append((future, functools.partial(fn, *args)))
+            self._queues[kind].append(peer, (future, functools.partial(fn, *args)))
             self._wakeup.notify()
         return future
 
-    async def run(self, priority: Priority, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, priority: Priority, fn: Callable[..., T], *args: Any, peer: str = "") -> T:
         """Runs `fn(*args)` on the worker; cancelling the await drops it if it has not started."""
-        return await asyncio.wrap_future(self.submit(priority, fn, *args))
+        return await asyncio.wrap_future(self.submit(priority, fn, *args, peer=peer))
 
     @property
     def queued(self) -> int:
@@ -165,21 +211,21 @@ class PriorityExecutor:
         for future, _ in dropped:
             future.cancel()
 
-    def _next(self) -> tuple[Priority, _Task] | None:
+    def _next(self) -> tuple[Priority, str, _Task] | None:
         with self._wakeup:
             while True:
                 waiting = {kind for kind, queue in self._queues.items() if queue}
                 if waiting:
                     kind = self.share.pick(waiting)
                     self._running = kind
-                    return kind, self._queues[kind].popleft()
+                    return kind, *self._queues[kind].popleft()
                 if self._closed:
                     return None
                 self._wakeup.wait()
 
     def _work(self) -> None:
         while (picked := self._next()) is not None:
-            kind, (future, call) = picked
+            kind, peer, (future, call) = picked
             if future.set_running_or_notify_cancel():  # else its caller gave up while it waited
                 began = self._clock()
                 try:
@@ -194,4 +240,5 @@ class PriorityExecutor:
             with self._wakeup:
                 self.busy_seconds[kind] += seconds
                 self.share.charge(kind, seconds)
+                self._queues[kind].charge(peer, seconds)
                 self._running = None

@@ -109,32 +109,33 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
 
     @contextlib.asynccontextmanager
     async def _batch_call(self, requests: AsyncIterator[object], context: object, expected: int
-                          ) -> AsyncIterator[ForwardCall]:
+                          ) -> AsyncIterator[tuple[ForwardCall, str]]:
         """Header first (checked), then the payload, held as in flight while the caller works."""
         opening = await messages.read_forward_header(requests, self.limits)
         self._check_call(opening.header, expected)
-        with self._in_flight(peer_of(context.peer()), opening.header.nbytes):  # type: ignore[attr-defined]
+        peer = peer_of(context.peer())  # type: ignore[attr-defined]
+        with self._in_flight(peer, opening.header.nbytes):
             call = await messages.read_forward_payload(opening, self.limits)
             for tensor, name in zip(call.tensors[:expected], ("hidden states", "grad_outputs")):
                 check_finite(tensor, name)
-            yield call
+            yield call, peer
 
     @grpc_errors
     async def Forward(self, request_iterator, context):  # type: ignore[no-untyped-def]
-        async with self._batch_call(request_iterator, context, 1) as call:
+        async with self._batch_call(request_iterator, context, 1) as (call, peer):
             self.metrics.batch_calls.labels("forward").inc()
             mask = call.tensors[1] if len(call.tensors) > 1 else None
-            out = await self.backend.forward(call.blocks, call.tensors[0], mask)
+            out = await self.backend.forward(call.blocks, call.tensors[0], mask, peer)
             check_finite_output(out)
         for message in messages.encode_tensor_stream([out]):
             yield message
 
     @grpc_errors
     async def Backward(self, request_iterator, context):  # type: ignore[no-untyped-def]
-        async with self._batch_call(request_iterator, context, 2) as call:
+        async with self._batch_call(request_iterator, context, 2) as (call, peer):
             self.metrics.batch_calls.labels("backward").inc()
             mask = call.tensors[2] if len(call.tensors) > 2 else None
-            grad = await self.backend.backward(call.blocks, call.tensors[0], call.tensors[1], mask)
+            grad = await self.backend.backward(call.blocks, call.tensors[0], call.tensors[1], mask, peer)
             check_finite_output(grad)
         for message in messages.encode_tensor_stream([grad], backward=True):
             yield message

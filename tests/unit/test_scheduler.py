@@ -191,3 +191,27 @@ def test_shutdown_cancels_the_queue_and_refuses_new_work() -> None:
     with pytest.raises(RuntimeError, match="shut down"):
         executor.submit(INF, ran.append, "late")
     assert ran == []
+
+
+def test_peer_queue_shares_a_kind_by_run_time() -> None:
+    """One address's backlog does not make another's task wait behind all of it."""
+    from node.scheduler import PeerQueue
+
+    queue = PeerQueue()
+    tasks = {name: (concurrent.futures.Future(), lambda: None) for name in ("a1", "a2", "a3", "b1", "b2")}
+    for name in ("a1", "a2", "a3"):
+        queue.append("a", tasks[name])
+    order = []
+    peer, task = queue.popleft()
+    order.append(peer)
+    queue.charge(peer, 1.0)
+    queue.append("b", tasks["b1"])  # arrives while a has two waiting: starts at a's clock, not at 0
+    queue.append("b", tasks["b2"])
+    while len(queue):
+        peer, task = queue.popleft()
+        order.append(peer)
+        queue.charge(peer, 1.0 if peer == "a" else 0.5)
+    # b waits for one more of a's tasks (a tie, then arrival order), not for a's whole backlog;
+    # then its half-second tasks run twice for each of a's one-second ones
+    assert order == ["a", "a", "b", "b", "a"], order
+    assert list(queue) == []
