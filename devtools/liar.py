@@ -38,14 +38,16 @@ def install(lie: str) -> None:
     transform = LIES[lie]
     true_step, true_forward = BlockBackend.step, BlockBackend.forward
 
-    async def step(self: BlockBackend, cache: Any, blocks: Any, hidden: torch.Tensor, *args: Any) -> torch.Tensor:
-        return transform(hidden, await true_step(self, cache, blocks, hidden, *args))
+    async def step(self: BlockBackend, cache: Any, blocks: Any, hidden: torch.Tensor, *args: Any,
+                   **kwargs: Any) -> torch.Tensor:
+        return transform(hidden, await true_step(self, cache, blocks, hidden, *args, **kwargs))
 
-    async def forward(self: BlockBackend, blocks: Any, hidden: torch.Tensor, *args: Any) -> torch.Tensor:
-        return transform(hidden, await true_forward(self, blocks, hidden, *args))
+    async def forward(self: BlockBackend, blocks: Any, hidden: torch.Tensor, *args: Any,
+                      **kwargs: Any) -> torch.Tensor:
+        return transform(hidden, await true_forward(self, blocks, hidden, *args, **kwargs))
 
-    BlockBackend.step = step  # type: ignore[method-assign]
-    BlockBackend.forward = forward  # type: ignore[method-assign]
+    BlockBackend.step = step  # type: ignore[method-assign, assignment]
+    BlockBackend.forward = forward  # type: ignore[method-assign, assignment]
     if lie == "nan":  # a liar also skips the honest node's own output check: NaN reaches the wire
         import node.inference
         import node.servicer
