@@ -46,8 +46,8 @@ def install(lie: str) -> None:
                       **kwargs: Any) -> torch.Tensor:
         return transform(hidden, await true_forward(self, blocks, hidden, *args, **kwargs))
 
-    BlockBackend.step = step  # type: ignore[method-assign, assignment]
-    BlockBackend.forward = forward  # type: ignore[method-assign, assignment]
+    BlockBackend.step = step  # type: ignore[method-assign]
+    BlockBackend.forward = forward  # type: ignore[method-assign]
     if lie == "nan":  # a liar also skips the honest node's own output check: NaN reaches the wire
         import node.inference
         import node.servicer
