@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+from collections.abc import Callable
 
 import umsgpack
 
@@ -38,7 +39,7 @@ class FakeTransport:
 
 def make(config: DhtConfig = DhtConfig()) -> tuple[SwarmProtocol, list[Job], FakeTransport]:
     jobs: list[Job] = []
-    protocol = SwarmProtocol(os.urandom(20), EntryStore(config.storage), config, lambda j: jobs.append(j) is None)
+    protocol = SwarmProtocol(os.urandom(20), EntryStore(config.storage), config, _queue(jobs))
     transport = FakeTransport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
     return protocol, jobs, transport
@@ -137,3 +138,11 @@ def test_requests_we_send_carry_the_mac() -> None:
         assert DatagramSeal("t").open(sent) is not None and DatagramSeal("u").open(sent) is None
 
     asyncio.run(scenario())
+
+
+def _queue(jobs: list[Job]) -> Callable[[Job], bool]:
+    def enqueue(job: Job) -> bool:
+        jobs.append(job)
+        return True
+
+    return enqueue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import umsgpack
 from kademlia.node import Node
@@ -73,7 +74,7 @@ def test_compact_entries_stay_under_their_limit() -> None:
 def test_the_largest_lookup_answer_fits_one_datagram() -> None:
     config = DhtConfig()
     jobs: list[Job] = []
-    protocol = SwarmProtocol(os.urandom(20), EntryStore(config.storage), config, lambda job: jobs.append(job) is None)
+    protocol = SwarmProtocol(os.urandom(20), EntryStore(config.storage), config, _queue(jobs))
     for i in range(config.ksize):
         protocol.router.add_contact(Node(os.urandom(20), WIDEST_IP, 65535))
     key = keys.block_key(LONG_MODEL, LAST_BLOCK)
@@ -88,3 +89,11 @@ def test_the_largest_lookup_answer_fits_one_datagram() -> None:
     answer = protocol.rpc_find_value(("127.0.0.1", 1), os.urandom(20), dkey)
     assert isinstance(answer, dict) and len(answer["nodes"]) == config.ksize
     assert 1 + 20 + len(umsgpack.packb(answer)) <= MAX_DATAGRAM_BYTES
+
+
+def _queue(jobs: list[Job]) -> Callable[[Job], bool]:
+    def enqueue(job: Job) -> bool:
+        jobs.append(job)
+        return True
+
+    return enqueue
