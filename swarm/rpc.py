@@ -219,34 +219,42 @@ def with_token(details: grpc.aio.ClientCallDetails, token: str) -> grpc.aio.Clie
     return details._replace(metadata=metadata)
 
 
-_CLIENT_INTERCEPTORS: tuple[type, ...] = (
-    grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor)
-"""Every kind of call: a channel applies an interceptor to the kinds it subclasses."""
-
-
-class _TokenInterceptor(*_CLIENT_INTERCEPTORS):  # type: ignore[misc]  # (grpc is untyped)
-    """Adds the swarm token to the metadata of every call of a channel, whatever its kind."""
-
+class _UnaryUnaryToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]  # (grpc is untyped)
     def __init__(self, token: str) -> None:
         self._token = token
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(with_token(details, self._token), request)
 
+
+class _UnaryStreamToken(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    def __init__(self, token: str) -> None:
+        self._token = token
+
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(with_token(details, self._token), request)
 
+
+class _StreamUnaryToken(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    def __init__(self, token: str) -> None:
+        self._token = token
+
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(with_token(details, self._token), requests)
+
+
+class _StreamStreamToken(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    def __init__(self, token: str) -> None:
+        self._token = token
 
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(with_token(details, self._token), requests)
 
 
 def token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
-    """The client interceptors that send `token` with every call."""
-    return [_TokenInterceptor(token)]
+    """The client interceptors that send `token` with every call: one per kind of call (a
+    channel files each interceptor under the first kind it is an instance of)."""
+    return [kind(token) for kind in (_UnaryUnaryToken, _UnaryStreamToken, _StreamUnaryToken, _StreamStreamToken)]
 
 
 class TokenCheck(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # (grpc is untyped)

@@ -18,6 +18,7 @@ from swarm.rpc import (
     PortInUse,
     TokenCheck,
     check_port,
+    token_interceptors,
     with_token,
 )
 from swarm.security import TOKEN_METADATA_KEY, RpcSecurity, SecurityConfigError, token_matches
@@ -133,6 +134,16 @@ def test_client_interceptor_adds_the_token_and_keeps_other_metadata() -> None:
     assert (sent.method, sent.timeout) == (details.method, details.timeout)
     bare = with_token(grpc.aio.ClientCallDetails("/m", None, None, None, None), "t")
     assert list(bare.metadata) == [(TOKEN_METADATA_KEY, "t")]
+
+
+def test_every_kind_of_call_gets_the_token() -> None:
+    # a channel files each interceptor under the FIRST kind it is an instance of: one
+    # object for all four kinds would leave streams (Inference, PushStream) without it
+    kinds = (grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,
+             grpc.aio.StreamUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor)
+    interceptors = token_interceptors("t")
+    assert [[isinstance(i, kind) for kind in kinds] for i in interceptors] == [
+        [k == j for k in range(4)] for j in range(4)]
 
 
 @dataclass
