@@ -7,7 +7,9 @@ replays, `client.session_state`); the step's positions are compared within the d
 tolerance. On disagreement a third server votes; servers outvoted by the majority are
 banned (id and address), and an outvoted session server is returned so that the
 session fails it over and redoes the step. Without a third server the disagreement is
-counted and logged as unresolved (nobody can tell who lied).
+counted and logged as unresolved (nobody can tell who lied). Steps of padded batches or
+with custom positions are not checked (a Forward call derives positions from the mask).
+A check costs the witness a Forward pass over the session's whole prefix.
 
 Not here: the pure decisions (`client.verification`), failing over (`client.failover`).
 """
@@ -44,7 +46,7 @@ class Verifier:
     async def check(self, segments: list[SegmentStream], meta: StepMeta, result: torch.Tensor,
                     session_id: str) -> SegmentStream | None:
         """Verifies the step if sampled; returns the first session segment outvoted (banned)."""
-        if not self.sampler.pick():
+        if not self.sampler.pick() or not self._plain(meta):
             return None
         for index, segment in enumerate(segments):
             claimed = result if index == len(segments) - 1 else self.history.step_input(segment.blocks.end, meta)
@@ -89,6 +91,14 @@ class Verifier:
             if server_id != segment.server_id:  # (the session's own server: its failover bans it)
                 self.swarm.ban(server_id, address)
         return segment.server_id not in outvoted
+
+    @staticmethod
+    def _plain(meta: StepMeta) -> bool:
+        """Whether a Forward call recomputes the step exactly: no padding and default positions
+        (a Forward call derives positions from the mask; padded batches are not checked)."""
+        batch = meta.position_ids.shape[0]
+        positions = torch.arange(meta.start, meta.start + meta.tokens).expand(batch, meta.tokens)
+        return bool(meta.attention_mask.all()) and torch.equal(meta.position_ids, positions)
 
     def _all_agree(self, outputs: dict[str, torch.Tensor]) -> bool:
         winners, outvoted = majority(outputs, self.history.dtype)

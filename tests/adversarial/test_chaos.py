@@ -2,8 +2,9 @@
 
 Two replicas of each block range (0:3 and 3:6, four server processes, each with its own
 --identity so a restarted server comes back under the same id and must be un-banned when
-it answers again). A background thread kills one server at a time with SIGKILL every 1-3 s
-and restarts it, never both replicas of one range at once. Meanwhile 50 short greedy
+it answers again). A background thread kills one server with SIGKILL every 1-3 s and
+restarts it, never while a replica of its range is down or still loading (a restart
+takes ~10-20 s on 2 cores, which bounds the kill rate). Meanwhile 50 short greedy
 generations run: every one must complete without a user-level retry and equal local
 greedy. The worst failover recovery time (the sessions' `recoveries`) is printed; the
 target is < 0.5 s, the assertion is looser for this 2-core machine.
@@ -15,6 +16,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,7 @@ from tests.integration.slicing_models import VOCAB
 pytestmark = pytest.mark.slow
 
 GENERATIONS = 50
-NEW_TOKENS = 4
+NEW_TOKENS = 8
 SPANS = ["0:3", "0:3", "3:6", "3:6"]
 FLAGS = ("--cache-tokens", "4096", "--update-period", "1", "--metrics-port", "0")
 WORST_RECOVERY_BOUND_S = 5.0
@@ -39,27 +41,35 @@ on the same 2 cores)."""
 
 
 class Killer(threading.Thread):
-    """Kills one server every 1-3 s (SIGKILL) and restarts it with the same identity."""
+    """Every 1-3 s, SIGKILLs one serving server whose replicas all serve (so every block keeps
+    a live server) and spawns its replacement with the same identity (not waiting for it)."""
 
-    def __init__(self, restart: dict[int, object], servers: list[NodeProcess], start_one: object,
-                 seed: int = 0) -> None:
+    def __init__(self, servers: list[NodeProcess], spawn: Callable[[int], NodeProcess], seed: int = 0) -> None:
         super().__init__(daemon=True)
         self.servers = servers
-        self.start_one = start_one
+        self.spawn = spawn
         self.stop_event = threading.Event()
         self.kills = 0
         self.rng = random.Random(seed)
         self.errors: list[BaseException] = []
 
+    def _serving(self, index: int) -> bool:
+        server = self.servers[index]
+        return server.alive and (server.info is not None or server.check_ready())
+
     def run(self) -> None:
         deadline = time.monotonic() + 600.0  # bounded even if the generations hang
         try:
             while not self.stop_event.wait(self.rng.uniform(1.0, 3.0)) and time.monotonic() < deadline:
-                index = self.rng.randrange(len(self.servers))
+                victims = [i for i in range(len(SPANS))
+                           if all(self._serving(j) for j in range(len(SPANS)) if SPANS[j] == SPANS[i])]
+                if not victims:
+                    continue  # a replacement is still loading: wait, never leave a block without servers
+                index = self.rng.choice(victims)
                 self.servers[index].popen.send_signal(signal.SIGKILL)
                 self.servers[index].popen.wait(10)
                 self.kills += 1
-                self.servers[index] = self.start_one(index)  # type: ignore[operator]
+                self.servers[index] = self.spawn(index)
         except BaseException as error:  # reported by the test
             self.errors.append(error)
 
@@ -69,18 +79,18 @@ def test_generations_survive_servers_killed_and_restarted(tmp_path: Path) -> Non
     running = start_swarm(tmp_path, "llama", SPANS[:1], *FLAGS, "--identity", str(identities[0]))
     swarm = running.swarm
     try:
-        def start_one(i: int) -> NodeProcess:
-            return swarm.start_server(f"chaos-{i}-{time.monotonic_ns()}", running.model_dir, running.peers,
+        def spawn(i: int) -> NodeProcess:
+            return swarm.spawn_server(f"chaos-{i}-{time.monotonic_ns()}", running.model_dir, running.peers,
                                       "--blocks", SPANS[i], "--throughput", "100", *FLAGS,
                                       "--identity", str(identities[i]))
 
-        servers = [running.servers[0]] + [start_one(i) for i in range(1, len(SPANS))]
+        servers = [running.servers[0]] + [swarm.wait_serving(spawn(i)) for i in range(1, len(SPANS))]
         reference = AutoModelForCausalLM.from_pretrained(running.model_dir, dtype=torch.float32).eval()
         model = AutoDistributedModelForCausalLM.from_pretrained(
             running.model_dir, running.peers,
             config=ClientConfig(initial_peers=(), step_timeout=5.0, push_allowance=1.0, max_retries=16,
                                 ban_base_s=1.0, verify_fraction=0.0))
-        killer = Killer({}, servers, start_one)
+        killer = Killer(servers, spawn)
         recoveries: list[float] = []
         try:
             killer.start()
@@ -98,7 +108,7 @@ def test_generations_survive_servers_killed_and_restarted(tmp_path: Path) -> Non
         print(f"\nchaos: {GENERATIONS} generations, {killer.kills} kills, {len(recoveries)} failovers, "
               f"worst recovery {worst:.3f} s (target < 0.5 s)")
         assert not killer.errors, killer.errors
-        assert killer.kills >= 5, "too few kills for a chaos test"
+        assert killer.kills >= 3, "too few kills for a chaos test"
         assert worst < WORST_RECOVERY_BOUND_S
     finally:
         swarm.stop_all()
