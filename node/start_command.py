@@ -49,7 +49,9 @@ def preflight(args: argparse.Namespace) -> RpcSecurity:
     check_port(args.host, args.port, "gRPC", "--port")
     check_port(args.host, args.dht_port, "DHT", "--dht-port", udp=True)
     if security.serves_tls and not security.dials_tls:
-        logger.warning("serving TLS without --tls-ca: pushes and probes to TLS peers will fail")
+        # its pushes to TLS peers would fail and every chained session would stall on it
+        raise SecurityConfigError("--tls-cert needs --tls-ca too: the CA this server verifies its TLS peers "
+                                  "against (for its pushes and probes)")
     return security
 
 

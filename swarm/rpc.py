@@ -330,7 +330,8 @@ def check_port(host: str, port: int, what: str, flag: str, udp: bool = False) ->
 def _port_message(host: str, port: int, what: str, flag: str, code: int | None) -> str:
     if code == errno.EADDRINUSE:
         return f"{what} port {host}:{port} is in use (another server?); choose another {flag}"
-    return f"{what} port {host}:{port} cannot be bound ({errno.errorcode.get(code or 0, code)}); check --host and {flag}"
+    reason = errno.errorcode.get(code or 0, str(code))
+    return f"{what} port {host}:{port} cannot be bound ({reason}); check --host and {flag}"
 
 
 def bind_server(server: grpc.aio.Server, host: str, port: int, security: RpcSecurity = PUBLIC) -> int:

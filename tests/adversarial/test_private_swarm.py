@@ -12,7 +12,8 @@ a CA made here. From outside:
   through (UNAVAILABLE, `PeerUnavailable`);
 - a DHT node without the token (or with another) sees no peer and no server record;
   with it, all three servers;
-- with both, greedy generation through the three servers equals local transformers.
+- with both, greedy generation through the three servers equals local transformers, and
+  the servers' pushes to each other (their own TLS + token calls) all succeed.
 """
 
 from __future__ import annotations
@@ -209,5 +210,7 @@ def test_with_token_and_ca_generation_equals_local(private: PrivateSwarm) -> Non
                                                             config=config)
     try:
         assert torch.equal(model.generate(ids, max_new_tokens=12, do_sample=False), expected)
+        # the servers pushed to each other (chained routing) over TLS with the token: no push failed
+        assert [s.name for s in private.running.servers if "push of step" in s.text()] == []
     finally:
         model.close()

@@ -1,4 +1,5 @@
-"""A second node on a taken port refuses to start: one line on stderr, exit code 1, at once.
+"""A second node on a taken port refuses to start: one line on stderr, exit code 1, at once
+(and so does a server with unusable TLS files).
 
 grpcio sets SO_REUSEPORT by default, so a second server on a taken port used to start
 "fine" and get half the connections. Here the port is held by a gRPC server with
@@ -90,3 +91,16 @@ def test_a_taken_dht_port_is_refused_by_start_and_dht(tmp_path: Path) -> None:
         assert dht.alive  # the holder is untouched
     finally:
         swarm.stop_all()
+
+
+def test_a_tls_server_without_a_ca_for_its_peers_is_refused(tmp_path: Path) -> None:
+    from tests.unit.test_security import write_tls_files
+
+    tls = write_tls_files(tmp_path)
+    code, output, _ = _run("start", "--model", str(tmp_path / "never-read"), "--tls-cert", str(tls.cert),
+                           "--tls-key", str(tls.key))
+    assert code == 1 and output.count("\n") == 1
+    assert output.startswith("swarm-node: error: --tls-cert needs --tls-ca too")
+    code, output, _ = _run("start", "--model", str(tmp_path / "never-read"), "--tls-cert", str(tls.cert),
+                           "--tls-key", str(tls.ca), "--tls-ca", str(tls.ca))
+    assert code == 1 and "not a certificate and its matching private key" in output and output.count("\n") == 1

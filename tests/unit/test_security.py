@@ -171,7 +171,8 @@ async def _handler_for(check: TokenCheck, method: str, metadata: tuple[tuple[str
     async def continuation(_details: Any) -> Any:
         return handler
 
-    return handler, await check.intercept_service(continuation, _CallDetails(method, metadata))  # type: ignore[arg-type]
+    details: Any = _CallDetails(method, metadata)
+    return handler, await check.intercept_service(continuation, details)
 
 
 @pytest.mark.parametrize("metadata, refused, reason", [
