@@ -9,9 +9,10 @@ and this client address (`node.limits.peer_of`) already have in flight.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -31,11 +32,16 @@ from node.validation import (
 )
 from swarm.codec import messages
 from swarm.codec.limits import TensorLimits
-from swarm.errors import InvalidInput
+from swarm.errors import InvalidInput, SwarmError
 from swarm.protocol import ForwardCall, ForwardHeader, InferenceRequest, ServerInfo
 from swarm.v1 import block_service_pb2_grpc
 
 logger = logging.getLogger(__name__)
+
+COURTESY_DRAIN_BYTES = 16 << 20
+"""A refused Forward/Backward of at most this many bytes is read (and dropped) before the
+answer, so that its client sees the status (a gRPC client still writing when the call
+ends sees INTERNAL instead). Larger refused calls end at once: their bytes are not read."""
 
 
 class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
@@ -69,19 +75,11 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
         async for response in self.sessions.serve(self._decoded(request_iterator), peer_of(context.peer())):
             yield messages.encode_inference_response(response)
 
-    @contextlib.contextmanager
-    def _in_flight(self, peer: str, nbytes: int) -> Iterator[None]:
-        """Counts a call's declared bytes as in flight until it is answered."""
-        if nbytes == 0:
-            yield
-            return
+    def _take_in_flight(self, peer: str, nbytes: int) -> None:
+        """Counts a call's declared bytes as in flight (until `inflight.release` once answered)."""
         if not self.inflight.try_take(peer, nbytes):
             raise Overloaded(f"request of {nbytes} bytes refused: {self.inflight.refusal(peer, nbytes)} "
                              "(bytes in flight); retry later")
-        try:
-            yield
-        finally:
-            self.inflight.release(peer, nbytes)
 
     def _check_call(self, call: ForwardHeader | ForwardCall, expected: int) -> None:
         check_blocks(call.model, call.blocks, self.state.model_name, self.state.blocks)
@@ -112,13 +110,23 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
                           ) -> AsyncIterator[tuple[ForwardCall, str]]:
         """Header first (checked), then the payload, held as in flight while the caller works."""
         opening = await messages.read_forward_header(requests, self.limits)
-        self._check_call(opening.header, expected)
         peer = peer_of(context.peer())  # type: ignore[attr-defined]
-        with self._in_flight(peer, opening.header.nbytes):
+        nbytes = max(opening.header.nbytes, 1)  # an empty call still counts as one
+        try:
+            self._check_call(opening.header, expected)
+            self._take_in_flight(peer, nbytes)
+        except SwarmError:
+            if opening.header.nbytes <= COURTESY_DRAIN_BYTES:  # its client then reads the status, not INTERNAL
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(messages.discard_payload(opening, COURTESY_DRAIN_BYTES), 5.0)
+            raise
+        try:
             call = await messages.read_forward_payload(opening, self.limits)
             for tensor, name in zip(call.tensors[:expected], ("hidden states", "grad_outputs")):
                 check_finite(tensor, name)
             yield call, peer
+        finally:
+            self.inflight.release(peer, nbytes)
 
     @grpc_errors
     async def Forward(self, request_iterator, context):  # type: ignore[no-untyped-def]

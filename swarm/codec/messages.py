@@ -16,6 +16,7 @@ from swarm.codec.streams import (  # the chunked streams are part of this module
     blocks_to_wire,
     decode_forward_call as decode_forward_call,
     decode_tensor_stream as decode_tensor_stream,
+    discard_payload as discard_payload,
     encode_forward_call as encode_forward_call,
     encode_tensor_stream as encode_tensor_stream,
     read_forward_header as read_forward_header,

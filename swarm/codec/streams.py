@@ -160,3 +160,18 @@ async def decode_tensor_stream(
         raise CodecError("a tensor stream must start with a header")
     headers = tuple(first.header.tensors)  # type: ignore[attr-defined]
     return await _read_payload(iterator, headers, _checked_headers(headers, limits), limits, "header")
+
+
+async def discard_payload(opening: ForwardOpening, max_bytes: int) -> bool:
+    """Reads and drops the chunks after a refused header, at most `max_bytes` in all.
+
+    A gRPC client still writing when the server ends a call sees INTERNAL ("Internal error
+    from Core") instead of the server's status: draining a small refused call lets its
+    client read why. True if the stream ended within the bound.
+    """
+    dropped = 0
+    async for message in opening._iterator:
+        dropped += len(getattr(message, "chunk", b""))
+        if dropped > max_bytes:
+            return False
+    return True

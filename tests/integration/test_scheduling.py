@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from node.backend import BlockBackend
+from node.backend import FORWARD_CHUNK_TOKENS, BlockBackend
 from node.scheduler import Priority, Scheduling
 from swarm.model.families import load_block_stack
 from swarm.records import BlockRange
@@ -39,6 +39,27 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _backends(checkpoint: Path) -> tuple[BlockBackend, BlockBackend]:
     stack = load_block_stack(checkpoint, BLOCKS, "float32")
     return BlockBackend(stack, Scheduling.PRIORITY), BlockBackend(stack, Scheduling.FIFO)
+
+
+def test_long_rows_in_token_chunks_equal_one_pass(llama: Path) -> None:
+    """Rows longer than FORWARD_CHUNK_TOKENS run as chunked prefill: same output, left padding included."""
+    chunked, whole = _backends(llama)
+    torch.manual_seed(1)
+    tokens = FORWARD_CHUNK_TOKENS * 2 + 37
+    hidden = torch.randn(2, tokens, chunked.hidden_size)
+    mask = torch.ones(2, tokens, dtype=torch.int64)
+    mask[0, :700] = 0
+
+    async def run(backend: BlockBackend) -> torch.Tensor:
+        return await backend.forward(BLOCKS, hidden, mask)
+
+    try:
+        out, ref = asyncio.run(run(chunked)), asyncio.run(run(whole))
+    finally:
+        chunked.close()
+        whole.close()
+    torch.testing.assert_close(out[0, 700:], ref[0, 700:], rtol=1e-4, atol=1e-5)  # padding rows' values are moot
+    torch.testing.assert_close(out[1], ref[1], rtol=1e-4, atol=1e-5)
 
 
 def test_passes_in_pieces_equal_one_pass(checkpoint: Path) -> None:
