@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,14 +27,14 @@ from transformers import AutoModelForCausalLM
 
 from client.config import ClientConfig
 from client.model import AutoDistributedModelForCausalLM
-from devtools.launcher import NodeProcess
+from devtools.launcher import LocalSwarm, NodeProcess
 from tests.integration.conftest import start_swarm
 from tests.integration.slicing_models import VOCAB
 
 pytestmark = pytest.mark.slow
 
 GENERATIONS = 50
-NEW_TOKENS = 8
+NEW_TOKENS = 16
 SPANS = ["0:3", "0:3", "3:6", "3:6"]
 FLAGS = ("--cache-tokens", "4096", "--update-period", "1", "--metrics-port", "0")
 WORST_RECOVERY_BOUND_S = 5.0
@@ -52,6 +54,8 @@ class Killer(threading.Thread):
         self.kills = 0
         self.rng = random.Random(seed)
         self.errors: list[BaseException] = []
+        self.route = ""
+        """The live session's route (set by the test): servers on it are killed first, mid-session."""
 
     def _serving(self, index: int) -> bool:
         server = self.servers[index]
@@ -61,11 +65,15 @@ class Killer(threading.Thread):
         deadline = time.monotonic() + 600.0  # bounded even if the generations hang
         try:
             while not self.stop_event.wait(self.rng.uniform(1.0, 3.0)) and time.monotonic() < deadline:
+                for i, server in enumerate(self.servers):
+                    if not server.alive:  # a replacement that died while starting: try again
+                        self.servers[i] = self.spawn(i)
                 victims = [i for i in range(len(SPANS))
                            if all(self._serving(j) for j in range(len(SPANS)) if SPANS[j] == SPANS[i])]
                 if not victims:
                     continue  # a replacement is still loading: wait, never leave a block without servers
-                index = self.rng.choice(victims)
+                in_use = [i for i in victims if self.servers[i].address and self.servers[i].address in self.route]
+                index = self.rng.choice(in_use or victims)
                 self.servers[index].popen.send_signal(signal.SIGKILL)
                 self.servers[index].popen.wait(10)
                 self.kills += 1
@@ -74,15 +82,29 @@ class Killer(threading.Thread):
             self.errors.append(error)
 
 
+def _spawn_plain(swarm: LocalSwarm, name: str, *args: str) -> NodeProcess:
+    """`swarm-node ARGS` in the swarm's work directory, without the launcher's preexec_fn
+    (which can crash a child forked from a thread while gRPC threads run)."""
+    log, ready_file = swarm.workdir / f"{name}.log", swarm.workdir / f"{name}.ready.json"
+    with log.open("wb") as handle:
+        popen = subprocess.Popen([sys.executable, "-m", "node.cli", *args, "--ready-file", str(ready_file)],
+                                 stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=dict(swarm._env), start_new_session=True)
+    process = NodeProcess(name, popen, log, ready_file)
+    swarm.servers.append(process)
+    return process
+
+
 def test_generations_survive_servers_killed_and_restarted(tmp_path: Path) -> None:
     identities = [tmp_path / f"identity-{i}.key" for i in range(len(SPANS))]
     running = start_swarm(tmp_path, "llama", SPANS[:1], *FLAGS, "--identity", str(identities[0]))
     swarm = running.swarm
     try:
         def spawn(i: int) -> NodeProcess:
-            return swarm.spawn_server(f"chaos-{i}-{time.monotonic_ns()}", running.model_dir, running.peers,
-                                      "--blocks", SPANS[i], "--throughput", "100", *FLAGS,
-                                      "--identity", str(identities[i]))
+            # (no preexec_fn: a fork from a thread of this gRPC-running process must exec at once)
+            return _spawn_plain(swarm, f"chaos-{i}-{time.monotonic_ns()}", "start", "--model", str(running.model_dir),
+                                "--initial-peers", *running.peers, "--host", "127.0.0.1", "--blocks", SPANS[i],
+                                "--throughput", "100", *FLAGS, "--identity", str(identities[i]))
 
         servers = [running.servers[0]] + [swarm.wait_serving(spawn(i)) for i in range(1, len(SPANS))]
         reference = AutoModelForCausalLM.from_pretrained(running.model_dir, dtype=torch.float32).eval()
@@ -97,6 +119,7 @@ def test_generations_survive_servers_killed_and_restarted(tmp_path: Path) -> Non
             for n in range(GENERATIONS):
                 ids = torch.randint(1, VOCAB, (1, 4), generator=torch.Generator().manual_seed(n))
                 with model.inference_session(max_length=ids.shape[1] + NEW_TOKENS) as session:
+                    killer.route = session.route
                     out = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False)
                     recoveries.extend(session.recoveries)
                 assert torch.equal(out, reference.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False)), n
@@ -109,6 +132,7 @@ def test_generations_survive_servers_killed_and_restarted(tmp_path: Path) -> Non
               f"worst recovery {worst:.3f} s (target < 0.5 s)")
         assert not killer.errors, killer.errors
         assert killer.kills >= 3, "too few kills for a chaos test"
+        assert recoveries, "no kill hit a live session: nothing was failed over"
         assert worst < WORST_RECOVERY_BOUND_S
     finally:
         swarm.stop_all()
