@@ -33,10 +33,14 @@ from client.transport import Transport
 from client.verification import BadOutput, VerificationStats, check_finite
 from client.verifier import Verifier
 from swarm.errors import InvalidInput, PeerTimedOut, SessionStateError, SwarmError
-from swarm.protocol import InferenceResult, InferenceStep
+from swarm.protocol import MAX_STEP_HOPS, InferenceResult, InferenceStep
 from swarm.records import BlockRange
 
 logger = logging.getLogger(__name__)
+
+PUSH_WINDOW = MAX_STEP_HOPS + 1
+"""Segments one step crosses by pushes alone: servers accept at most MAX_STEP_HOPS onward
+hops, so a longer chain comes back to the client after each window and is relayed on."""
 
 
 class RemoteInferenceSession:
@@ -150,11 +154,16 @@ class RemoteInferenceSession:
             state.result = payload.hidden_states
             return
         self._history.record(segment.blocks.end, payload.hidden_states, state.meta)
-        if not self._chained or payload.push_failed:
+        if not self._chained or payload.push_failed or self._window_end(segment):
             if payload.push_failed:
                 logger.info("session %s: push after %s failed; relaying step %d", self.session_id,
                             segment.server_id[:8], state.step_id)
             await self._send(self.segments[self.segments.index(segment) + 1], state)
+
+    def _window_end(self, segment: SegmentStream) -> bool:
+        """Whether the segment ends a push window (its output comes back to be relayed)."""
+        index = self.segments.index(segment)
+        return (index + 1) % PUSH_WINDOW == 0 and index + 1 < len(self.segments)
 
     def _next_segment(self, segment: SegmentStream) -> SegmentStream | None:
         index = self.segments.index(segment)
@@ -187,9 +196,10 @@ class RemoteInferenceSession:
     async def _verify(self, state: StepState) -> None:
         """Spot-checks the finished step; an outvoted server is failed over and the step redone
         from its segment on."""
-        if state.result is None:
+        if state.result is None or not self._verifier.wanted(state.meta):
             return
-        liar = await self._verifier.check(self.segments, state.meta, state.result, self.session_id)
+        await self._await_copies(state)
+        liar = await self._verifier.check(self.segments, state.done, state.meta, state.result, self.session_id)
         if liar is None:
             return
         state.result = None
@@ -197,6 +207,18 @@ class RemoteInferenceSession:
             state.done.discard(segment)
         state.failed[liar] = BadOutput(f"{liar.stream.address} was outvoted on blocks {liar.blocks}",
                                        code="DATA_LOSS", peer=liar.stream.address)
+
+    async def _await_copies(self, state: StepState) -> None:
+        """Waits (one step timeout at most) for the middle servers' copies of a step to be
+        checked: in a chain they may come after the last server's answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.client.config.step_timeout
+        while any(s not in state.done and s not in state.failed for s in self.segments):
+            try:
+                event = await asyncio.wait_for(self._events.get(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return
+            await self._handle(event, state)
 
     def _late_result(self, segment: SegmentStream, result: InferenceResult) -> None:
         """A middle server's copy of an earlier step: keep it for replays."""
@@ -208,7 +230,8 @@ class RemoteInferenceSession:
         """Sends the step's input at the segment's first block (with the rest of the chain)."""
         meta = state.meta
         index = self.segments.index(segment)
-        onward = tuple(s.hop for s in self.segments[index + 1 :]) if self._chained else ()
+        window_end = (index // PUSH_WINDOW + 1) * PUSH_WINDOW
+        onward = tuple(s.hop for s in self.segments[index + 1 : window_end]) if self._chained else ()
         step = InferenceStep(state.step_id, self._history.step_input(segment.blocks.start, meta),
                              meta.start, meta.position_ids, meta.attention_mask, onward)
         try:

@@ -43,13 +43,22 @@ class Verifier:
         self._rng = rng
         self._asked: dict[str, int] = {}
 
-    async def check(self, segments: list[SegmentStream], meta: StepMeta, result: torch.Tensor,
-                    session_id: str) -> SegmentStream | None:
-        """Verifies the step if sampled; returns the first session segment outvoted (banned)."""
-        if not self.sampler.pick() or not self._plain(meta):
-            return None
+    def wanted(self, meta: StepMeta) -> bool:
+        """Whether to check this step (sampled, and a Forward call can recompute it)."""
+        return self.sampler.pick() and self._plain(meta)
+
+    async def check(self, segments: list[SegmentStream], answered: set[SegmentStream], meta: StepMeta,
+                    result: torch.Tensor, session_id: str) -> SegmentStream | None:
+        """Verifies a wanted step; returns the first session segment outvoted (banned).
+
+        Only segments whose input and output of this step the client saw are checked: in a
+        chain, a middle server's copy may not have come (the boundary log would hold an
+        older step there)."""
         for index, segment in enumerate(segments):
-            claimed = result if index == len(segments) - 1 else self.history.step_input(segment.blocks.end, meta)
+            last = index == len(segments) - 1
+            if (index > 0 and segments[index - 1] not in answered) or (not last and segment not in answered):
+                continue
+            claimed = result if last else self.history.step_input(segment.blocks.end, meta)
             if not await self._check_segment(segment, meta, claimed, session_id):
                 return segment
         return None

@@ -1,11 +1,13 @@
-"""Asynchronous KV-cache reservations: a server-wide budget, a per-peer share, idle eviction.
+"""Asynchronous KV-cache reservations: a server-wide budget, a per-peer share, eviction.
 
-A session reserves batch_size x max_length tokens for its lifetime (`reserve`). One peer
-(client IP, see `node.limits.peer_of`) may hold at most its share of the budget. An
-open that does not fit waits until enough is released or the timeout passes, then fails
-with CacheExhausted saying what it asked for. While it waits, sessions idle for longer
-than `evict_idle` are closed if that makes it fit (`node.limits.idle_victims`): a client
-that holds the budget and sends a token every few seconds cannot keep others out.
+A session reserves batch_size x max_length tokens for its lifetime (`reserve`). A peer
+(client IP, see `node.limits.peer_of`) may fill the whole budget while nobody else wants
+it, but only its share is guaranteed. An open that does not fit waits until enough is
+released or the timeout passes, then fails with CacheExhausted saying what it asked for.
+While it waits, sessions idle for longer than `evict_idle`, and (for an asker within its
+share) sessions of peers over their share that are not computing, are closed if that
+makes it fit (`node.limits.cache_victims`): a client that holds the budget and steps
+every few seconds cannot keep others out.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from node.limits import HeldSession, ShareLedger, idle_victims
+from node.limits import HeldSession, ShareLedger, cache_victims
 from swarm.errors import CacheExhausted
 
 logger = logging.getLogger(__name__)
@@ -48,7 +50,8 @@ class CacheAllocator:
     def __init__(self, total_tokens: int, peer_share: float = 1.0, evict_idle: float = math.inf) -> None:
         if not 0.0 < peer_share <= 1.0:
             raise ValueError(f"peer share must be in (0, 1], got {peer_share}")
-        self.ledger = ShareLedger(total_tokens, int(total_tokens * peer_share))
+        self.ledger = ShareLedger(total_tokens, total_tokens)  # beyond the share is borrowed, not refused
+        self.share = int(total_tokens * peer_share)
         self.evict_idle = evict_idle
         self._leases: dict[int, Lease] = {}
         self._keys = itertools.count()
@@ -61,11 +64,12 @@ class CacheAllocator:
     def _evict_for(self, peer: str, tokens: int, now: float) -> None:
         held = [HeldSession(lease.key, lease.peer, lease.tokens, lease.idle_since)
                 for lease in self._leases.values() if not lease.evicted]
-        for key in idle_victims(self.ledger, held, peer, tokens, now, self.evict_idle):
+        for key in cache_victims(self.ledger, held, peer, tokens, now, self.evict_idle, self.share):
             lease = self._leases[key]
             lease.evicted = True
-            logger.info("closing a session of %s idle for %.1f s: %d tokens are wanted by %s",
-                        lease.peer, now - lease.idle_since, tokens, peer)
+            logger.info("closing a session of %s (holding %d of its %d share, idle for %.1f s): "
+                        "%d tokens are wanted by %s", lease.peer, self.ledger.held(lease.peer), self.share,
+                        now - lease.idle_since, tokens, peer)
             lease.on_evict()
 
     async def _wait_for_room(self, peer: str, tokens: int, timeout: float) -> None:
@@ -86,7 +90,7 @@ class CacheAllocator:
         if not self.ledger.fits_ever(tokens):
             raise CacheExhausted(
                 f"session {who} asks for {tokens} cache tokens but this server's budget is "
-                f"{self.ledger.total} tokens, at most {self.ledger.per_peer} per client address"
+                f"{self.ledger.total} tokens"
             )
         async with self._changed:
             try:

@@ -127,8 +127,10 @@ class ServerConfig:
     ready_file: Path | None = field(default=None, metadata=flag(_READY_HELP, metavar="PATH"))
     """Where to write the server's facts once it serves (and again after each move)."""
     max_peer_cache_share: float = field(default=0.5, metadata=flag(
-        "most of the KV-cache budget one client address may hold, 0 < S <= 1", metavar="S"))
-    """Share of the KV-cache budget one client address (IP) may hold at once."""
+        "share of the KV-cache budget guaranteed to each client address, 0 < S <= 1: an address may "
+        "use more while nobody else needs it, and gives the surplus back when someone does",
+        metavar="S"))
+    """Share of the KV-cache budget guaranteed to one client address (IP); beyond it is borrowed."""
     evict_idle_after: float = field(default=5.0, metadata=flag(
         "while an open waits for cache room, close sessions idle this many seconds to make room"))
     """Under cache contention, sessions idle this long are closed for a waiting open."""

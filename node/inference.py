@@ -82,6 +82,7 @@ class InferenceSessions:
         config: ServerConfig,
         server_id: str,
         metrics: ServerMetrics,
+        pusher: PushClient,
     ) -> None:
         self.metrics = metrics
         self.backend = backend
@@ -89,7 +90,8 @@ class InferenceSessions:
         self.state = state
         self.config = config
         self.server_id = server_id
-        self.pusher = PushClient(config.push_timeout)
+        self.pusher = pusher
+        """Pushes steps to next hops (with the swarm's TLS and token in a private swarm)."""
         self._live: dict[str, list[_Live]] = {}
         """Open sessions by id (ids may repeat: a session is its id and its capability)."""
         self.own_addresses: frozenset[str] = frozenset()
@@ -157,8 +159,8 @@ class InferenceSessions:
         def evict() -> None:
             with contextlib.suppress(asyncio.QueueFull):  # a full inbox is not idle: never evicted
                 inbox.put_nowait(CacheExhausted(
-                    f"session {session_id} closed after idling {self.allocator.evict_idle:g} s while "
-                    "other sessions waited for cache room"))
+                    f"session {session_id} closed to give cache room to a waiting session: it was idle "
+                    f"for {self.allocator.evict_idle:g} s or held room beyond its address's share"))
 
         lease.on_evict = evict
 

@@ -6,14 +6,17 @@ per-connection limits cost an attacker nothing, while addresses cost something. 
 behind one NAT share a peer's allowance; that is the price of the rule.
 
 - `ShareLedger`: amounts held now under a server-wide cap and a per-peer cap (bytes of
-  requests being received, KV-cache tokens). Take or refuse, never wait.
-- `idle_victims`: which idle sessions to close so that a waiting open fits.
+  requests being received; KV-cache tokens, whose per-peer cap is the total). Take or
+  refuse, never wait.
+- `cache_victims`: which sessions to close so that a waiting open fits: stale ones, and
+  room borrowed beyond a peer's share.
 
 No clocks, no asyncio: callers pass times in.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -93,29 +96,36 @@ class HeldSession:
     """When its latest step ended (or it opened); a step under way counts as busy (inf)."""
 
 
-def idle_victims(ledger: ShareLedger, sessions: Sequence[HeldSession], peer: str, tokens: int,
-                 now: float, min_idle: float) -> list[int]:
-    """Sessions to close so that `peer` can take `tokens`: idle ones, longest idle first.
+def cache_victims(ledger: ShareLedger, sessions: Sequence[HeldSession], peer: str, tokens: int,
+                  now: float, min_idle: float, share: int) -> list[int]:
+    """Sessions to close so that `peer` can take `tokens` cache tokens.
 
-    Only sessions idle for at least `min_idle` are candidates; none are chosen unless
-    closing them makes the request fit (closing sessions that would not help only hurts).
+    A peer may use more than its `share` while nobody else needs the room (a lone user gets
+    the whole server); that surplus is borrowed. Candidates, in this order: sessions idle for
+    at least `min_idle` (longest idle first), then, if the asker stays within its own share,
+    sessions of peers holding more than their share that are not computing (the hoarder's
+    borrowed room goes back to a fair asker even if it steps every second). A session under
+    way is never closed, and none are chosen unless closing them makes the request fit
+    (closing sessions that would not help only hurts).
     """
-    if ledger.refusal(peer, tokens) is None:
+    need = tokens - ledger.free
+    if need <= 0:
         return []
-    candidates = sorted((s for s in sessions if now - s.idle_since >= min_idle), key=lambda s: s.idle_since)
-    need_total = tokens - ledger.free
-    need_peer = ledger.held(peer) + tokens - ledger.per_peer
+    live = [s for s in sessions if s.idle_since != math.inf]
+    stale = sorted((s for s in live if now - s.idle_since >= min_idle), key=lambda s: s.idle_since)
+    within_share = ledger.held(peer) + tokens <= share
+    others = sorted((s for s in live if s not in stale and s.peer != peer), key=lambda s: s.idle_since)
+    left = dict(ledger.by_peer)
     chosen: list[int] = []
-    for session in candidates:
-        if need_total <= 0 and need_peer <= 0:
+    for session in stale + (others if within_share else []):
+        if need <= 0:
             break
-        helps_peer = need_peer > 0 and session.peer == peer
-        if need_total > 0 or helps_peer:
-            chosen.append(session.key)
-            need_total -= session.tokens
-            if session.peer == peer:
-                need_peer -= session.tokens
-    return chosen if need_total <= 0 and need_peer <= 0 else []
+        if session not in stale and left.get(session.peer, 0) <= share:
+            continue  # within its share and active: it stays
+        chosen.append(session.key)
+        need -= session.tokens
+        left[session.peer] = left.get(session.peer, 0) - session.tokens
+    return chosen if need <= 0 else []
 
 
 class Overloaded(CacheExhausted):

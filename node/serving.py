@@ -94,11 +94,11 @@ class RunningServer:
         self.backend = BlockBackend(parts.stack, config.scheduling, config.batch_share)
         self.allocator = CacheAllocator(config.cache_tokens, config.max_peer_cache_share,
                                         config.evict_idle_after)
+        # pushes and probes to peers carry the token, over TLS if set (a private swarm)
         self.sessions = InferenceSessions(self.backend, self.allocator, self.state, config,
-                                          self.facts.server_id, self.metrics)
+                                          self.facts.server_id, self.metrics,
+                                          PushClient(config.push_timeout, parts.security))
         self.sessions.own_addresses = frozenset({self.facts.address})  # next hops may not loop back here
-        if parts.security.private:  # pushes and probes to peers carry the token, over TLS if set
-            self.sessions.pusher = PushClient(config.push_timeout, parts.security)
         self.health = health.aio.HealthServicer()
         self.prober = NextHopProber(self.dht, self.sessions.pusher, config.model_name,
                                     self.facts.model_num_blocks, self.facts.server_id, config.dht_timeout)

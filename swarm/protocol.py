@@ -13,6 +13,9 @@ import torch
 
 from swarm.records import BlockRange
 
+MAX_STEP_HOPS = 8
+"""Longest chain a step may carry: bounds what one step can make servers compute."""
+
 
 @dataclass(frozen=True)
 class InferenceOpen:

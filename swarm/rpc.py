@@ -82,6 +82,11 @@ SERVER_OPTIONS = (
     # grpcio sets SO_REUSEPORT by default: a second server on a taken port would start and
     # silently get half the connections; without it the bind fails
     ("grpc.so_reuseport", 0),
+    # clients ping every 10 s (CHANNEL_OPTIONS) to notice dead servers; gRPC's server default
+    # allows a ping without data every 5 min only and answers repeated ones with GOAWAY
+    # "too_many_pings": accept what our own clients send
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
 )
 """Options of the block server."""
 

@@ -39,7 +39,6 @@ server in the chain needs. Measured with three SmolLM2 servers on 2 cores, per d
 token: default spinning 0.5-1.9 s, OMP_WAIT_POLICY=PASSIVE 56-73 ms (sleeping threads
 slow each server's own compute by ~20%), GOMP_SPINCOUNT=100000 46-67 ms (local run of
 the whole model in one process: 35-45 ms)."""
-_PR_SET_PDEATHSIG = 1
 
 
 def shared_cpu_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -151,10 +150,8 @@ class NodeProcess:
         return read_peak_rss(self.pid)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+PARENT_GUARD = Path(__file__).with_name("parent_guard.py")
+"""Ends a child when its launcher dies, without Python code between fork and exec."""
 
 
 def spawn_node(workdir: Path, name: str, args: Sequence[str], env: Mapping[str, str]) -> NodeProcess:
@@ -164,10 +161,10 @@ def spawn_node(workdir: Path, name: str, args: Sequence[str], env: Mapping[str, 
     ready_file.unlink(missing_ok=True)  # a name reused in one workdir must not look ready at once
     with log.open("wb") as handle:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", *args, "--ready-file", str(ready_file)],
+            [sys.executable, str(PARENT_GUARD), str(os.getpid()),
+             sys.executable, "-m", "node.cli", *args, "--ready-file", str(ready_file)],
             stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=dict(env),
             start_new_session=True,  # its own process group: stopping it stops what it spawned
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
     with (workdir / PIDS_FILENAME).open("a") as pids:
         pids.write(f"{popen.pid} {name}\n")

@@ -24,7 +24,8 @@ from swarm.codec.streams import (  # the chunked streams are part of this module
 )
 from swarm.codec.tensors import DEFAULT_LIMITS, decode_tensor, dtype_from_wire, dtype_to_wire, encode_tensor
 from swarm.errors import CodecError
-from swarm.protocol import (
+from swarm.protocol import (  # MAX_STEP_HOPS: the codec enforces it
+    MAX_STEP_HOPS,
     InferenceClose,
     InferenceClosed,
     InferenceOpen,
@@ -39,9 +40,6 @@ from swarm.protocol import (
 )
 from swarm.v1 import block_service_pb2 as pb
 from swarm.v1 import record_pb2
-
-MAX_NEXT_HOPS = 8
-"""Longest chain a step may carry: bounds what one step can make servers compute."""
 
 MAX_ID_CHARS = 128
 """Longest session id; longer ones are rejected."""
@@ -89,8 +87,8 @@ def _encode_step(request: InferenceStep) -> pb.InferenceStep:
 def _decode_step(s: pb.InferenceStep, limits: TensorLimits) -> InferenceStep:
     if not s.HasField("hidden_states"):
         raise CodecError("step message has no hidden_states")
-    if len(s.next_hops) > MAX_NEXT_HOPS:
-        raise CodecError(f"a step may carry at most {MAX_NEXT_HOPS} next hops, got {len(s.next_hops)}")
+    if len(s.next_hops) > MAX_STEP_HOPS:
+        raise CodecError(f"a step may carry at most {MAX_STEP_HOPS} next hops, got {len(s.next_hops)}")
     for hop in s.next_hops:
         _checked_id(hop.session_id)
         _checked_id(hop.capability)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +25,7 @@ from transformers import AutoModelForCausalLM
 
 from client.config import ClientConfig
 from client.model import AutoDistributedModelForCausalLM
-from devtools.launcher import LocalSwarm, NodeProcess
+from devtools.launcher import NodeProcess
 from tests.integration.conftest import start_swarm
 from tests.integration.slicing_models import VOCAB
 
@@ -82,29 +80,15 @@ class Killer(threading.Thread):
             self.errors.append(error)
 
 
-def _spawn_plain(swarm: LocalSwarm, name: str, *args: str) -> NodeProcess:
-    """`swarm-node ARGS` in the swarm's work directory, without the launcher's preexec_fn
-    (which can crash a child forked from a thread while gRPC threads run)."""
-    log, ready_file = swarm.workdir / f"{name}.log", swarm.workdir / f"{name}.ready.json"
-    with log.open("wb") as handle:
-        popen = subprocess.Popen([sys.executable, "-m", "node.cli", *args, "--ready-file", str(ready_file)],
-                                 stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=dict(swarm._env), start_new_session=True)
-    process = NodeProcess(name, popen, log, ready_file)
-    swarm.servers.append(process)
-    return process
-
-
 def test_generations_survive_servers_killed_and_restarted(tmp_path: Path) -> None:
     identities = [tmp_path / f"identity-{i}.key" for i in range(len(SPANS))]
     running = start_swarm(tmp_path, "llama", SPANS[:1], *FLAGS, "--identity", str(identities[0]))
     swarm = running.swarm
     try:
         def spawn(i: int) -> NodeProcess:
-            # (no preexec_fn: a fork from a thread of this gRPC-running process must exec at once)
-            return _spawn_plain(swarm, f"chaos-{i}-{time.monotonic_ns()}", "start", "--model", str(running.model_dir),
-                                "--initial-peers", *running.peers, "--host", "127.0.0.1", "--blocks", SPANS[i],
-                                "--throughput", "100", *FLAGS, "--identity", str(identities[i]))
+            return swarm.spawn_server(f"chaos-{i}-{time.monotonic_ns()}", running.model_dir, running.peers,
+                                      "--blocks", SPANS[i], "--throughput", "100", *FLAGS,
+                                      "--identity", str(identities[i]))
 
         servers = [running.servers[0]] + [swarm.wait_serving(spawn(i)) for i in range(1, len(SPANS))]
         reference = AutoModelForCausalLM.from_pretrained(running.model_dir, dtype=torch.float32).eval()

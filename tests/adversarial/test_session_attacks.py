@@ -4,7 +4,7 @@
 - Hijack: pushes into a victim's session with its id but no or a wrong capability, a
   "rewind" pushed the same way, an open with the victim's id: every answer is the one an
   unknown id gets, and the victim's outputs equal those of an untouched session.
-- Hoarding: one address holds its whole KV share and goes quiet; a fresh open from the
+- Hoarding: one address holds the whole KV budget and goes quiet; a fresh open from the
   same address gets a session within 10 s (the idle hoarder is closed for it).
 - Uploads: 8 concurrent 200 MB Forward uploads with a wrong shape are refused from the
   header; the server's peak RSS stays under 2x its idle RSS and it keeps serving. A
@@ -127,8 +127,8 @@ def test_generation_after_the_attacks_equals_local(swarm: RunningSwarm) -> None:
 
 async def test_a_quiet_hoarder_gives_way_to_a_fresh_client(swarm: RunningSwarm, pool: ChannelPool) -> None:
     address, blocks = swarm.servers[2].address, BlockRange(4, 6)
-    # this address's whole share (half of 4096 tokens), one step, then silence (it would step every 10 s)
-    hoarder = await GrpcInferenceStream.open(pool, address, _open(blocks, max_length=2048), 5.0, DEFAULT_LIMITS)
+    # the whole budget (4096 tokens), one step, then silence (it would step every 10 s)
+    hoarder = await GrpcInferenceStream.open(pool, address, _open(blocks, max_length=4096), 5.0, DEFAULT_LIMITS)
     await hoarder.step(InferenceStep(0, _hidden(1, 7), 0), 5.0)
     began = time.monotonic()
     fresh = await GrpcInferenceStream.open(pool, address, _open(blocks, max_length=1024), 15.0, DEFAULT_LIMITS)
@@ -136,7 +136,7 @@ async def test_a_quiet_hoarder_gives_way_to_a_fresh_client(swarm: RunningSwarm, 
     print(f"\nfresh client got a session after {waited:.1f} s")
     assert waited < 10.0
     assert (await fresh.step(InferenceStep(0, _hidden(2, 8), 0), 5.0)).shape == (1, 2, HIDDEN)
-    with pytest.raises(PeerBusy, match="idling"):  # the hoarder's session was closed to make room
+    with pytest.raises(PeerBusy, match="cache room"):  # the hoarder's session was closed to make room
         await hoarder.step(InferenceStep(1, _hidden(1, 9), 1), 5.0)
     await fresh.close(5.0)
 

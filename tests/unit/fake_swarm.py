@@ -9,7 +9,8 @@ doubled replay changes every later token).
 
 A server is scripted with one `Fault` at its n-th handled step (replays and pushed steps
 count): die, drain, reject the input, hang, answer late, drop its push, die after
-answering; or it refuses to open sessions at all (busy), or rejects the open request.
+answering, send the client its copy after its push has gone on (so the last server's
+answer comes first); or it refuses to open sessions at all (busy), or rejects the open request.
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ from swarm.protocol import (
 from swarm.records import BlockRange
 
 FaultKind = Literal["die", "drain", "invalid", "hang", "late", "drop_push", "die_after", "refuse_open",
-                    "reject_open", "nan", "lie"]
+                    "reject_open", "nan", "lie", "slow_copy"]
 
 LATE_S = 0.12
 """How late a "late" server answers (tests use a step timeout well below it)."""
+
+SLOW_COPY_S = 0.02
+"""How late a "slow_copy" server's result reaches the client (its push goes at once)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,9 @@ class FakeStream:
         if fault == "late":
             self.server.down = True
             loop.call_later(LATE_S, self._post_late, result)
+            return
+        if fault == "slow_copy":
+            loop.call_later(SLOW_COPY_S, self._queue.put_nowait, result)
             return
         loop.call_soon(self._queue.put_nowait, result)
         if fault == "die_after":

@@ -21,6 +21,7 @@ from client.config import ClientConfig
 from client.inference_session import RemoteInferenceSession
 from client.routing import RoutingConfig
 from swarm.errors import NoRoute, PeerUnavailable, RemoteInvalidInput, SwarmError
+from swarm.protocol import MAX_STEP_HOPS
 from swarm.records import BlockRange
 from tests.unit.fake_swarm import (
     HIDDEN,
@@ -35,6 +36,8 @@ from tests.unit.fake_swarm import (
 )
 
 NUM_BLOCKS = 6
+PUSH_WINDOW_TEST = MAX_STEP_HOPS + 1
+"""Segments a step crosses on pushes alone before it comes back to the client."""
 MAX_LENGTH = 16
 PROMPT, DECODE = 3, 4
 """Prompt tokens, then single-token steps."""
@@ -109,6 +112,8 @@ CASES = [
          _three("b2", Fault("lie", 0), backups="a2 b2 b3 c2"), verify=1.0, banned=("b2",), outvoted=("b2",)),
     Case("a liar with one honest replica: unresolved, nobody banned",
          _three("b2", Fault("lie", 0), backups="b2"), verify=1.0, unresolved=1 + DECODE),
+    Case("verified step whose middle copy comes after the last server's answer",
+         _three("b", Fault("slow_copy", 2), backups="a2 b2 c2"), verify=1.0),
     Case("verification off: a liar goes unnoticed", _three("b", Fault("lie", 0), backups="a2 b2 b3 c2"),
          raises=AssertionError),
 ]
@@ -207,6 +212,32 @@ def _check_raised(error: BaseException, swarm: FakeSwarm, transport: FakeTranspo
         assert error.peer == "fake://b"
     if isinstance(error, NoRoute):
         assert (error.block, error.model) == (2, "fake-model") and swarm.banned == ["b"]
+
+
+async def test_a_chain_longer_than_a_push_window_comes_back_to_the_client() -> None:
+    """Servers accept MAX_STEP_HOPS onward hops: a step through more servers than that is
+    returned to the client at each window's end and sent on from there."""
+    config = ClientConfig(initial_peers=(), connect_timeout=0.05, open_timeout=0.05, step_timeout=0.05,
+                          push_allowance=0.0, max_retries=4, routing=RoutingConfig(), verify_fraction=0.0)
+    long_servers = [FakeServer(f"s{k}", BlockRange(k, k + 1)) for k in range(2 * PUSH_WINDOW_TEST)]  # 2 windows
+    swarm, transport = FakeSwarm(long_servers, config), FakeTransport(long_servers)
+    blocks = BlockRange(0, len(long_servers))
+    session = RemoteInferenceSession(swarm, "fake-model", blocks.end, blocks, 1, MAX_LENGTH, torch.float32,
+                                     transport)
+    caches = new_caches(blocks, 1, MAX_LENGTH, HIDDEN)
+    await session.open()
+    try:
+        position = 0
+        for hidden in _inputs():
+            want = run_blocks(caches, blocks, hidden, position)
+            assert torch.allclose(await session.step(hidden), want, rtol=1e-5, atol=1e-5)
+            position += hidden.shape[1]
+        assert len(session.segments) == len(long_servers) and session.recoveries == []
+    finally:
+        await session.close()
+    sent = {s.server_id: sum(len(stream.client_steps) for stream in s.opened) for s in long_servers}
+    steps = 1 + DECODE
+    assert sent == {s.server_id: steps if k % PUSH_WINDOW_TEST == 0 else 0 for k, s in enumerate(long_servers)}
 
 
 def test_the_fake_blocks_compose_over_any_split() -> None:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from node.limits import HeldSession, ShareLedger, idle_victims, peer_of
+from node.limits import HeldSession, ShareLedger, cache_victims, peer_of
 from node.validation import NonFiniteOutput, check_finite, check_finite_output, check_next_hops, is_random_id
 from swarm.errors import InvalidInput
 from swarm.protocol import NextHop
@@ -64,26 +64,35 @@ def _held(key: int, peer: str, tokens: int, idle_since: float) -> HeldSession:
     return HeldSession(key, peer, tokens, idle_since)
 
 
-# sessions held (key, peer, tokens, idle since); at now=100, min idle 5; who asks; expected victims
+# sessions held (key, peer, tokens, idle since); at now=100, min idle 5, share 50 of 100; who asks
+# (and how much); expected victims
 VICTIM_CASES = [
     ("room left: nobody is closed", [(1, "a", 40, 0.0)], "b", 50, []),
     ("the longest idle goes first", [(1, "a", 50, 90.0), (2, "c", 50, 80.0)], "b", 50, [2]),
-    ("busy and recently active sessions stay", [(1, "a", 50, math.inf), (2, "c", 50, 97.0)], "b", 50, []),
+    ("busy and recently active sessions within their share stay",
+     [(1, "a", 50, math.inf), (2, "c", 50, 97.0)], "b", 50, []),
     ("none closed unless it makes room", [(1, "a", 30, 0.0), (2, "b", 50, math.inf), (3, "d", 20, math.inf)],
      "c", 50, []),
     ("several small ones", [(1, "a", 25, 10.0), (2, "a", 25, 20.0), (3, "b", 50, math.inf)], "c", 50, [1, 2]),
-    # a peer over its share (50) frees its own idle session, not another peer's older one
-    ("own share: own idle sessions", [(1, "b", 20, 0.0), (2, "a", 50, 50.0)], "a", 10, [2]),
+    ("a lone peer fills the server; its idle session gives way to itself", [(1, "a", 100, 90.0)], "a", 10, [1]),
+    ("borrowed room goes back to a fair asker though its holder stepped just now",
+     [(1, "a", 40, 99.0), (2, "a", 60, 99.5)], "b", 50, [1, 2]),
+    ("stale sessions go before borrowed room", [(1, "a", 80, 99.0), (2, "c", 20, 10.0)], "b", 20, [2]),
+    ("a borrower loses its longest idle session first", [(1, "a", 50, 98.0), (2, "a", 25, 99.0), (3, "c", 25, math.inf)],
+     "b", 25, [1]),
+    ("a computing borrower is not interrupted", [(1, "a", 100, math.inf)], "b", 10, []),
+    ("an asker beyond its own share cannot take borrowed room",
+     [(1, "a", 60, 99.0), (2, "b", 40, math.inf)], "b", 20, []),
 ]
 
 
 @pytest.mark.parametrize("held, peer, tokens, victims", [c[1:] for c in VICTIM_CASES], ids=[c[0] for c in VICTIM_CASES])
-def test_idle_victims(held: list[tuple[int, str, int, float]], peer: str, tokens: int, victims: list[int]) -> None:
-    ledger = ShareLedger(100, 50)
+def test_cache_victims(held: list[tuple[int, str, int, float]], peer: str, tokens: int, victims: list[int]) -> None:
+    ledger = ShareLedger(100, 100)
     sessions = [_held(*row) for row in held]
     for session in sessions:
         assert ledger.try_take(session.peer, session.tokens)
-    chosen = idle_victims(ledger, sessions, peer, tokens, now=100.0, min_idle=5.0)
+    chosen = cache_victims(ledger, sessions, peer, tokens, now=100.0, min_idle=5.0, share=50)
     assert chosen == victims
     if chosen:  # closing them makes the request fit
         for session in sessions:
