@@ -13,7 +13,8 @@
   `PeerRefused`/`PeerBusy`/`PeerTimedOut` (a server failed and failover ran out),
   `RemoteInvalidInput` (a server rejected the request itself: never retried),
   `RemoteError` (their base: any status, with `.peer` and `.code`), `InvalidInput` (bad
-  arguments, found before anything was sent).
+  arguments, found before anything was sent), `Unauthenticated` (a private swarm refused
+  the token), `BadOutput` (NaN/Inf or an outvoted answer, failed over like a dead server).
 
 Names resolve lazily (PEP 562), so `import client.routing` and other pure submodules do
 not pay for torch and gRPC. What this package does not export: transports, sessions'
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from client.config import ClientConfig
+    from client.verification import BadOutput
     from client.model import AutoDistributedModelForCausalLM, DistributedModelForCausalLM
     from client.remote_sequential import RemoteSequential
     from client.routing import RoutingConfig
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
         RemoteError,
         RemoteInvalidInput,
         SwarmError,
+        Unauthenticated,
     )
 
 _EXPORTS = {
@@ -59,6 +62,8 @@ _EXPORTS = {
     "PeerTimedOut": "swarm.errors",
     "RemoteError": "swarm.errors",
     "RemoteInvalidInput": "swarm.errors",
+    "Unauthenticated": "swarm.errors",
+    "BadOutput": "client.verification",
 }
 
 __all__ = sorted(_EXPORTS)
