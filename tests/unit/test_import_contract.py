@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
-PACKAGES = ("swarm", "node", "client", "devtools")
+PACKAGES = ("swarm", "node", "client", "devtools", "gateway")
 
 VIOLATIONS = [
     # (file to plant, line, contract that must break)
@@ -32,6 +32,8 @@ VIOLATIONS = [
     ("node/placement/planted.py", "import asyncio\n", "pure packages: no gRPC, sockets, asyncio, DHT or torch"),
     ("node/placement/planted2.py", "import grpc\n", "pure packages: no gRPC, sockets, asyncio, DHT or torch"),
     ("devtools/simulation/planted.py", "import socket\n", "pure packages: no gRPC, sockets, asyncio, DHT or torch"),
+    ("gateway/planted.py", "import node.config\n",
+     "the gateway (swarm serve) is a client: it never imports the server"),
     ("client/planted.py", "import devtools.launcher\n",
      "the runtime never imports the dev tools (the wheel does not ship them)"),
 ]

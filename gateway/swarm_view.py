@@ -1,0 +1,97 @@
+"""`GET /api/v1/swarm`: the swarm map as `swarm status --json` prints it, plus what the
+gateway sees of each server.
+
+The map comes from the DHT through the code behind `swarm status`
+(`client.status_command.fetch_maps`, `SwarmMap.to_json_dict`, docs/status-json.md).
+Each server object gains:
+
+    "reachable": bool        the server answered the gateway's health ping just now
+    "ping_ms": float | null  that ping's round trip (null when unreachable)
+    "next_hop_rtt_ms": {server_id: ms}  round trips the server measured to the servers
+                             it may push to (from its full DHT record; {} if unknown)
+
+and the top level gains "gateway": {"model", "update_period_s", "checked_at"}. A
+killed server keeps its DHT entries until they expire, so it stays on the map, marked
+unreachable, as soon as the next ping fails.
+
+The DHT and the channels belong to the swarm client's loop thread: the work runs there,
+and the HTTP loop awaits it. One snapshot is shared by all pollers for a quarter of
+the page's update period, so many open pages cost one lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from client.runtime import LoopThread
+from client.status_command import fetch_maps
+from client.swarm_client import SwarmClient
+from swarm.dht import SwarmMap
+from swarm.errors import SwarmError
+
+MAX_PINGS = 16
+"""Health pings in flight at once."""
+
+
+class SwarmView:
+    """Builds (and briefly caches) the /api/v1/swarm document."""
+
+    def __init__(self, client: SwarmClient, loop: LoopThread, model_name: str, update_period: float,
+                 ping_timeout: float) -> None:
+        self.client = client
+        self.loop = loop
+        self.model_name = model_name
+        self.update_period = update_period
+        self.ping_timeout = ping_timeout
+        self._cached: tuple[float, dict[str, Any]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The document, fresh or at most update_period/4 old (called on the HTTP loop)."""
+        async with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] > self.update_period / 4:
+                future = asyncio.run_coroutine_threadsafe(self._collect(), self.loop.loop)
+                self._cached = (now, await asyncio.wrap_future(future))
+            return self._cached[1]
+
+    async def _collect(self) -> dict[str, Any]:
+        dht = self.client.dht
+        maps = [m for m in await fetch_maps(dht, None) if m.num_blocks > 0]
+        servers = [s for m in maps for s in m.servers]
+        addresses = sorted({s.address for s in servers})
+        limit = asyncio.Semaphore(MAX_PINGS)
+        pings = await asyncio.gather(*(self._ping(a, limit) for a in addresses))
+        rtts = dict(zip(addresses, pings))
+        records = await asyncio.gather(*(self._next_hops(s.server_id, limit) for s in servers))
+        next_hops = dict(zip((s.server_id for s in servers), records))
+        return {"models": [_model_json(m, rtts, next_hops) for m in maps],
+                "gateway": {"model": self.model_name, "update_period_s": self.update_period,
+                            "checked_at": time.time()}}
+
+    async def _ping(self, address: str, limit: asyncio.Semaphore) -> float | None:
+        async with limit:
+            try:
+                return await self.client.transport.ping(address, self.ping_timeout)
+            except SwarmError:
+                return None
+
+    async def _next_hops(self, server_id: str, limit: asyncio.Semaphore) -> dict[str, float]:
+        async with limit:
+            try:
+                record = await asyncio.wait_for(self.client.dht.get_record(server_id), self.ping_timeout * 2)
+            except (SwarmError, TimeoutError):
+                return {}
+        return dict(record.next_hop_rtt_ms) if record is not None else {}
+
+
+def _model_json(swarm: SwarmMap, rtts: dict[str, float | None], next_hops: dict[str, dict[str, float]]) -> dict[str, Any]:
+    body = swarm.to_json_dict()
+    for server in body["servers"]:
+        rtt = rtts.get(server["address"])
+        server["reachable"] = rtt is not None
+        server["ping_ms"] = None if rtt is None else round(rtt * 1000, 3)
+        server["next_hop_rtt_ms"] = {a: round(ms, 3) for a, ms in next_hops.get(server["server_id"], {}).items()}
+    return body
