@@ -14,10 +14,15 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from client.command_setup import check_target, explained, load
 from client.config import ClientConfig
-from swarm.config_flags import add_config_flags, config_from_args
+from swarm.config_flags import add_config_flags
+from swarm.errors import NoRoute
+
+if TYPE_CHECKING:
+    from client.model import DistributedModelForCausalLM
 
 logger = logging.getLogger(__name__)
 
@@ -43,23 +48,27 @@ def _conversation_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[in
 
 
 def run(args: argparse.Namespace) -> int:
+    target = check_target(args)  # cheap checks first: model, DHT, a server for every block
+    tokenizer, model = load(target)
+    try:
+        _converse(args, tokenizer, model)
+    except NoRoute as error:  # the swarm changed since the check: say what it lacks now
+        raise explained(error, target) from error
+    finally:
+        model.close()
+    return 0
+
+
+def _converse(args: argparse.Namespace, tokenizer: Any, model: DistributedModelForCausalLM) -> None:
     import torch
-    from transformers import AutoTokenizer, TextStreamer
+    from transformers import TextStreamer
 
-    from client.model import AutoDistributedModelForCausalLM
-    from swarm.default_model import resolve_model
-
-    path = resolve_model(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoDistributedModelForCausalLM.from_pretrained(path, args.initial_peers, model_name=args.model_name,
-                                                            config=config_from_args(ClientConfig, args))
     sampling: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "do_sample": args.temperature > 0}
     if args.temperature > 0:
         sampling["temperature"] = args.temperature
     messages = [{"role": "system", "content": args.system}] if args.system else []
     held: list[int] = []  # what the session holds: prompts and replies (last token pending)
-    session = contextlib.ExitStack()
-    try:
+    with contextlib.ExitStack() as session:
         for text in _user_lines():
             messages.append({"role": "user", "content": text})
             ids = _conversation_ids(tokenizer, messages)
@@ -77,10 +86,6 @@ def run(args: argparse.Namespace) -> int:
             held = ids + reply
             messages.append({"role": "assistant", "content": tokenizer.decode(reply, skip_special_tokens=True)})
             print(f"[{len(reply)} tokens in {time.perf_counter() - began:.2f} s]", file=sys.stderr, flush=True)
-    finally:
-        session.close()
-        model.close()
-    return 0
 
 
 def _user_lines() -> Iterator[str]:

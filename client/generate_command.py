@@ -1,4 +1,8 @@
-"""`swarm generate`: generate text through the swarm, streaming tokens as they come."""
+"""`swarm generate`: generate text through the swarm, streaming tokens as they come.
+
+stdout holds the answer only (and the route and speed after it, or the --json object);
+what goes wrong is one line on stderr (`client.command_setup` checks first).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,15 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from client.command_setup import check_target, explained, load
 from client.config import ClientConfig
-from swarm.config_flags import add_config_flags, config_from_args
+from swarm.config_flags import add_config_flags
+from swarm.errors import NoRoute
 
 if TYPE_CHECKING:
     import torch
+
+    from client.model import DistributedModelForCausalLM
 
 logger = logging.getLogger(__name__)
 
@@ -66,33 +74,33 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    # torch and transformers load only for this command (status stays fast)
-    from transformers import AutoTokenizer, TextStreamer
-
-    from client.model import AutoDistributedModelForCausalLM
-    from swarm.default_model import resolve_model
-
-    path = resolve_model(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoDistributedModelForCausalLM.from_pretrained(path, args.initial_peers, model_name=args.model_name,
-                                                            config=config_from_args(ClientConfig, args))
+    target = check_target(args)  # cheap checks first: model, DHT, a server for every block
+    tokenizer, model = load(target)  # torch and transformers load only here (status stays fast)
     try:
-        ids = _prompt_ids(tokenizer, args.prompt, args.chat)
-        streamer = None if args.json else TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        began = time.perf_counter()
-        with model.inference_session(max_length=ids.shape[1] + args.max_new_tokens) as session:
-            out = model.generate(ids, streamer=streamer, **_sampling(args))
-            route = session.route
-        elapsed = time.perf_counter() - began
-        new = out[0, ids.shape[1]:]
-        speed = len(new) / elapsed if elapsed > 0 else 0.0
-        if args.json:
-            json.dump({"text": tokenizer.decode(new, skip_special_tokens=True), "tokens": new.tolist(),
-                       "route": route, "seconds": round(elapsed, 3), "tokens_per_s": round(speed, 2)},
-                      sys.stdout)
-            print()
-        else:
-            print(f"\n[route: {route}]\n[{len(new)} tokens in {elapsed:.2f} s: {speed:.1f} tokens/s]")
+        _generate(args, tokenizer, model)
+    except NoRoute as error:  # the swarm changed since the check: say what it lacks now
+        raise explained(error, target) from error
     finally:
         model.close()
     return 0
+
+
+def _generate(args: argparse.Namespace, tokenizer: Any, model: DistributedModelForCausalLM) -> None:
+    from transformers import TextStreamer
+
+    ids = _prompt_ids(tokenizer, args.prompt, args.chat)
+    streamer = None if args.json else TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    began = time.perf_counter()
+    with model.inference_session(max_length=ids.shape[1] + args.max_new_tokens) as session:
+        out = model.generate(ids, streamer=streamer, **_sampling(args))
+        route = session.route
+    elapsed = time.perf_counter() - began
+    new = out[0, ids.shape[1]:]
+    speed = len(new) / elapsed if elapsed > 0 else 0.0
+    if args.json:
+        json.dump({"text": tokenizer.decode(new, skip_special_tokens=True), "tokens": new.tolist(),
+                   "route": route, "seconds": round(elapsed, 3), "tokens_per_s": round(speed, 2)},
+                  sys.stdout)
+        print()
+    else:
+        print(f"\n[route: {route}]\n[{len(new)} tokens in {elapsed:.2f} s: {speed:.1f} tokens/s]")

@@ -6,7 +6,8 @@ state, blocks, speeds, free cache) and each block's covering servers, with block
 no ONLINE server holds flagged. `--json` prints the shape documented in
 docs/status-json.md instead. A private swarm's DHT needs its token (`--swarm-token` or
 $SWARM_TOKEN); status reads only the DHT, so it needs no TLS file. Exit code: 0, or 1
-when no DHT peer answers or the model asked for is not on the swarm.
+(and one line on stderr) when no DHT peer answers or the model asked for is not on the
+swarm; 0 also when the reader of its output leaves early (`swarm status --json | head`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import logging
 from typing import Any
 
 from client.config import ClientConfig
+from client.swarm_lookup import NotOnSwarm, joined_dht, served_models
 from swarm import settings
 from swarm.addresses import PeerAddress
 from swarm.config_flags import add_config_flags
-from swarm.dht import DhtConfig, SwarmDHT, SwarmMap
+from swarm.dht import SwarmDHT, SwarmMap
 from swarm.dht.swarm_map import BlockCoverage
 
 logger = logging.getLogger(__name__)
@@ -59,15 +61,16 @@ async def status(
     initial_peers: tuple[PeerAddress, ...], model: str | None, as_json: bool, timeout: float,
     swarm_token: str | None = None,
 ) -> int:
-    """Prints the swarm maps (of a private swarm with `swarm_token`); returns the exit code."""
-    config = DhtConfig(client_mode=True, lookup_timeout=timeout, bootstrap_timeout=timeout,
-                       swarm_token=swarm_token)
-    async with await SwarmDHT.start("0.0.0.0", 0, initial_peers, config=config) as dht:
-        if dht.num_peers == 0:
-            logger.error("no DHT node answered at %s", " ".join(map(str, initial_peers)))
-            return 1
+    """Prints the swarm maps (of a private swarm with `swarm_token`); returns the exit code.
+
+    `SwarmUnreachable` when no DHT node answers; `NotOnSwarm` (naming the models the
+    swarm does serve) when `model` is not announced, after printing what was found.
+    """
+    async with joined_dht(initial_peers, swarm_token, timeout) as dht:
         maps = await fetch_maps(dht, model)
-    found = [m for m in maps if m.num_blocks > 0]
+        found = [m for m in maps if m.num_blocks > 0]
+        advice = "pass --model with one of these, or leave it out to see them all"
+        others = await served_models(dht, advice) if model is not None and not found else ""
     if as_json:
         print(json.dumps({"models": [m.to_json_dict() for m in found]}, indent=2))
     elif not found:
@@ -76,8 +79,7 @@ async def status(
     else:
         print("\n\n".join(render_swarm_map(m) for m in found))
     if model is not None and not found:
-        logger.error("model %r is not announced on the swarm", model)
-        return 1
+        raise NotOnSwarm(f"model {model!r} is not announced on the swarm; {others}")
     return 0
 
 

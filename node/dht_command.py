@@ -24,8 +24,8 @@ from swarm import settings
 from swarm.config_flags import add_config_flags, config_from_args
 from swarm.dht import DhtConfig, SwarmDHT
 from swarm.identity import Identity
-from swarm.rpc import PortInUse, check_port
-from swarm.security import SecurityConfigError, check_token
+from swarm.rpc import check_port
+from swarm.security import check_token
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +40,11 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Runs the node until SIGINT/SIGTERM; returns the exit code."""
     config = config_from_args(DhtNodeConfig, args, swarm_token=args.swarm_token or settings.swarm_token())
-    try:
-        if config.swarm_token is not None:
-            check_token(config.swarm_token)
-        check_port(config.host, config.port, "DHT", "--port", udp=True)
-        return run_event_loop(lambda: serve(config))
-    except (SecurityConfigError, PortInUse) as error:
-        raise SystemExit(f"swarm-node: error: {error}") from None
+    # a bad token or a taken port: one line and exit 1 (swarm.cli_edge), before any work
+    if config.swarm_token is not None:
+        check_token(config.swarm_token)
+    check_port(config.host, config.port, "DHT", "--port", udp=True)
+    return run_event_loop(lambda: serve(config))
 
 
 async def serve(config: DhtNodeConfig) -> int:

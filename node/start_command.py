@@ -1,8 +1,11 @@
 """`swarm-node start`: serve a range of a model's blocks to the swarm until stopped.
 
-Before anything slow (resolving or converting the model, importing torch, joining the
-DHT), `preflight` reads the TLS files and checks that --port and --dht-port are free: a
-bad file or a taken port is one line on stderr and exit code 1, within a second.
+Before anything slow (loading blocks, importing torch, joining the DHT), `preflight`
+reads the TLS files, checks that --port and --dht-port are free, that --model is a
+checkpoint directory or a reachable hub id, and that --blocks / --num-blocks fit the
+model's config.json: a bad file, a taken port or a missing model is one line on stderr
+and exit code 1, a range that does not fit the model exit code 2, within a second
+(`swarm.cli_edge` prints them).
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from swarm import settings
 from swarm.cli import run_event_loop
 from swarm.config_flags import add_config_flags
 from swarm.config_flags import config_from_args as config_from_flags
-from swarm.rpc import PortInUse, check_port
+from swarm.cli_edge import UsageError
+from swarm.model.source import ModelSource, check_model_source
+from swarm.records import BlockRange
+from swarm.rpc import check_port
 from swarm.security import RpcSecurity, SecurityConfigError
 
 logger = logging.getLogger(__name__)
@@ -33,17 +39,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.set_defaults(run=run)
 
 
-def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    from swarm.default_model import resolve_model
+def config_from_args(args: argparse.Namespace, model: str) -> ServerConfig:
+    """The server's config, for the checked checkpoint directory or hub id `model`."""
     from swarm.model_names import model_name_of
 
-    model = resolve_model(args.model)
     return config_from_flags(ServerConfig, args, model=model, model_name=args.model_name or model_name_of(model),
                              swarm_token=args.swarm_token or settings.swarm_token())
 
 
-def preflight(args: argparse.Namespace) -> RpcSecurity:
-    """The security settings, after checking the files and the ports (no model work yet)."""
+def preflight(args: argparse.Namespace) -> tuple[RpcSecurity, ModelSource]:
+    """The security settings and the model, after checking files, ports and blocks (no loading yet)."""
     security = RpcSecurity.load(tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
                                 swarm_token=args.swarm_token or settings.swarm_token())
     check_port(args.host, args.port, "gRPC", "--port")
@@ -52,7 +57,20 @@ def preflight(args: argparse.Namespace) -> RpcSecurity:
         # its pushes to TLS peers would fail and every chained session would stall on it
         raise SecurityConfigError("--tls-cert needs --tls-ca too: the CA this server verifies its TLS peers "
                                   "against (for its pushes and probes)")
-    return security
+    source = check_model_source(args.model)
+    if source.num_blocks is not None:
+        check_blocks(args.blocks, args.num_blocks, source.num_blocks)
+    return security, source
+
+
+def check_blocks(blocks: BlockRange | None, count: int | None, num_blocks: int) -> None:
+    """`UsageError` unless --blocks lies within the model and --num-blocks is at most its size."""
+    if blocks is not None and blocks.end > num_blocks:
+        raise UsageError(f"--blocks {blocks} ends past the model's {num_blocks} blocks; "
+                         f"give a range within 0:{num_blocks}")
+    if count is not None and count > num_blocks:
+        raise UsageError(f"--num-blocks {count} is more than the model's {num_blocks} blocks; "
+                         f"give at most {num_blocks}, or auto")
 
 
 async def serve(config: ServerConfig, security: RpcSecurity) -> int:
@@ -68,10 +86,6 @@ async def serve(config: ServerConfig, security: RpcSecurity) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        security = preflight(args)
-        config = config_from_args(args)
-        return run_event_loop(lambda: serve(config, security))
-    except (SecurityConfigError, PortInUse) as error:
-        # one line, no traceback: what is wrong and which flag to change
-        raise SystemExit(f"swarm-node: error: {error}") from None
+    security, source = preflight(args)  # what it raises is one line on stderr (swarm.cli_edge)
+    config = config_from_args(args, source.path)
+    return run_event_loop(lambda: serve(config, security))

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Literal
 
 from filelock import FileLock
-from tqdm import tqdm
 
 from swarm import settings
 from swarm.errors import SwarmError
+from swarm.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -117,9 +117,7 @@ def sha256_file(path: Path, *, progress: bool = False) -> str:
     digest = hashlib.sha256()
     with (
         path.open("rb") as handle,
-        tqdm(
-            total=stat.st_size, unit="B", unit_scale=True, desc="verifying", disable=not progress
-        ) as bar,
+        progress_bar(desc="verifying", total=stat.st_size, unit="B", unit_scale=True, enabled=progress) as bar,
     ):
         while chunk := handle.read(_HASH_CHUNK):
             digest.update(chunk)
@@ -187,7 +185,7 @@ def _remove_leftovers(model_dir: Path) -> None:
 def _convert(gguf: Path, out_dir: Path, dtype: SavedDtype, *, progress: bool) -> None:
     """Writes the plain checkpoint (and the stamp, last) into `out_dir`."""
     steps = ["verify", "load weights", "load tokenizer", "save"]
-    with tqdm(total=len(steps), desc=f"preparing {DEFAULT_MODEL}", disable=not progress) as bar:
+    with progress_bar(desc=f"preparing {DEFAULT_MODEL}", total=len(steps), unit="step", enabled=progress) as bar:
         bar.set_postfix_str(steps[0])
         verify_gguf(gguf, progress=progress)
         bar.update()

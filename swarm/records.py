@@ -49,12 +49,19 @@ class BlockRange:
 
     @classmethod
     def parse(cls, text: str) -> BlockRange:
-        """Parses "A:B" (as on the command line)."""
+        """Parses "A:B" (as on the command line); the ValueError says what is wrong with it."""
         try:
-            a, b = text.split(":")
-            return cls(int(a), int(b))
-        except ValueError as e:
-            raise ValueError(f"expected a block range START:END, got {text!r}") from e
+            a, b = (int(part) for part in text.split(":"))
+        except ValueError:
+            raise ValueError(f"expected a block range START:END of block numbers (e.g. 0:10), "
+                             f"got {text!r}") from None
+        if a < 0:
+            raise ValueError(f"{text} starts before block 0; blocks are numbered from 0")
+        if b <= a:
+            meant = f"{b}:{a}" if b < a else f"{a}:{a + 1}"
+            raise ValueError(f"{text} holds no blocks: START:END means blocks START..END-1, so END must be "
+                             f"greater than START (did you mean {meant}?)")
+        return cls(a, b)
 
 
 @dataclass(frozen=True)

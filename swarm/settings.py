@@ -1,7 +1,9 @@
 """Every environment variable the runtime packages (swarm, node, client) read, read here.
 
     SWARM_LOG_LEVEL   level of the root logger set up by the CLIs (DEBUG, INFO, WARNING,
-                      ...); unset: INFO, or DEBUG with --verbose (`swarm.logs`)
+                      ...); unset: the command's default (INFO for swarm-node, WARNING
+                      for the user's `swarm` commands), or DEBUG with --verbose
+                      (`swarm.logs`)
     SWARM_LLM_CACHE   root of swarm-llm's cache: the converted default model
                       (`swarm.default_model`) and measured throughputs
                       (`node.throughput`); unset: ~/.cache/swarm-llm
@@ -24,9 +26,9 @@ CACHE_ENV = "SWARM_LLM_CACHE"
 TOKEN_ENV = "SWARM_TOKEN"
 
 
-def log_level(verbose: bool = False) -> str:
-    """The root logger's level name: $SWARM_LOG_LEVEL, else DEBUG if verbose, else INFO."""
-    return os.environ.get(LOG_LEVEL_ENV) or ("DEBUG" if verbose else "INFO")
+def log_level(verbose: bool = False, default: str = "INFO") -> str:
+    """The root logger's level name: $SWARM_LOG_LEVEL, else DEBUG if verbose, else `default`."""
+    return os.environ.get(LOG_LEVEL_ENV) or ("DEBUG" if verbose else default)
 
 
 def cache_root() -> Path:

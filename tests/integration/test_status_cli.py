@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from client import status_command
+from client.swarm_lookup import NotOnSwarm
 from swarm.addresses import PeerAddress
 from swarm.dht import DhtConfig, SwarmDHT
 from swarm.identity import Identity
@@ -79,7 +80,8 @@ async def test_status_shows_what_servers_announced(capsys: pytest.CaptureFixture
             # the same command in this process (each CLI process spends seconds importing torch)
             rc_text = await status_command.status((PeerAddress("127.0.0.1", ports[1]),), MODEL, False, 5.0)
             out_text = capsys.readouterr().out
-            rc_missing = await status_command.status((PeerAddress("127.0.0.1", ports[1]),), "org/nothing", False, 5.0)
+            with pytest.raises(NotOnSwarm, match=f"'org/nothing' is not announced on the swarm; it serves: {MODEL}"):
+                await status_command.status((PeerAddress("127.0.0.1", ports[1]),), "org/nothing", False, 5.0)
             out_missing = capsys.readouterr().out
         assert rc_json == 0 and rc_text == 0
         (shown,) = json.loads(out_json)["models"]
@@ -92,7 +94,7 @@ async def test_status_shows_what_servers_announced(capsys: pytest.CaptureFixture
         for server_id in servers:
             assert server_id[:8] in out_text
         assert "NO LIVE SERVER" in out_text and "INCOMPLETE" in out_text and "(joining)" in out_text
-        assert rc_missing == 1 and "not on this swarm" in out_missing
+        assert "not on this swarm" in out_missing
     finally:
         for node, sig in zip(nodes, (signal.SIGTERM, signal.SIGINT)):
             if node.returncode is None:

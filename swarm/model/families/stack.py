@@ -21,7 +21,6 @@ import logging
 import os
 
 import torch
-from tqdm import tqdm
 from torch import nn
 from transformers.cache_utils import DynamicCache
 
@@ -35,6 +34,7 @@ from swarm.model.checkpoint import (
 from swarm.model.families.base import Family, ModelInfo
 from swarm.model.families.detect import family_class, model_info
 from swarm.errors import InvalidInput, NotServed, SessionStateError
+from swarm.progress import progress_bar
 from swarm.records import BlockRange
 
 logger = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ def load_block_stack(
     """Loads blocks [start, end) of a checkpoint directory (or hub id) and nothing else.
 
     `dtype`: "auto" (the checkpoint's), float32, bfloat16 or float16. `progress` shows a
-    progress bar (one step per block) on stderr.
+    progress bar (one step per block) on a terminal's stderr, else periodic log lines.
     """
     config = load_config(locate_checkpoint(path))
     info = model_info(config)
@@ -247,7 +247,8 @@ def load_block_stack(
     base = family.base_prefix(keys)
     layers = nn.ModuleList()
     per_block = _layer_keys(keys, family, base, blocks).items()
-    for index, block_keys in tqdm(per_block, desc=f"loading blocks {blocks}", unit="block", disable=not progress):
+    shown = progress_bar(per_block, desc=f"loading blocks {blocks}", unit="block", enabled=progress)
+    for index, block_keys in shown:
         prefix = family.layer_prefix(base, index)
         weights = reader.read(block_keys, dtype=torch_dtype, device=family.device)
         layers.append(family.build_layer(index, {k[len(prefix) :]: v for k, v in weights.items()}))

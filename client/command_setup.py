@@ -1,0 +1,90 @@
+"""What `swarm generate` and `swarm chat` share: cheap checks first, then loading, and why no route.
+
+`check_target` runs before torch is imported: --model must be a checkpoint directory or
+a reachable hub id (`swarm.model.source`), a DHT node must answer at --initial-peers,
+and the swarm must have a live server for every block of the model (else the error names
+the missing blocks, or the models the swarm does serve). On a loopback swarm that takes
+well under a second; an unreachable DHT costs one DHT request timeout (1 s).
+
+A route can still vanish afterwards (servers leave); `explained` turns the `NoRoute`
+that generation then raises into the same message, read from the DHT again.
+
+Not here: sampling and printing (the commands), routing (`client.routing`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from client.config import ClientConfig
+from client.swarm_lookup import NotOnSwarm, joined_dht, swarm_problem
+from swarm.cli import run_event_loop
+from swarm.config_flags import config_from_args
+from swarm.errors import NoRoute, SwarmError
+from swarm.model.source import ModelUnavailable, check_model_source
+from swarm.model_names import model_name_of
+
+if TYPE_CHECKING:
+    from client.model import DistributedModelForCausalLM
+
+
+@dataclass(frozen=True)
+class Target:
+    """The model a client command runs, checked."""
+
+    path: str
+    """Checkpoint directory or hub id the client loads its tokenizer, embeddings and head from."""
+    name: str
+    """The model's name on the swarm (what servers announce)."""
+    config: ClientConfig
+    """The client's settings from the command line."""
+
+
+def check_target(args: argparse.Namespace) -> Target:
+    """The checked model and swarm; raises a one-line error (`swarm.cli_edge`) if unusable."""
+    source = check_model_source(args.model)
+    config = config_from_args(ClientConfig, args)
+    target = Target(source.path, args.model_name or model_name_of(source.path), config)
+    check_swarm(target)
+    return target
+
+
+def check_swarm(target: Target) -> None:
+    """`SwarmUnreachable` or `NotOnSwarm` unless every block of the model has a live server."""
+    security = target.config.load_security()  # a bad --tls-ca or token: said now, not after loading
+
+    async def look() -> int:
+        async with joined_dht(target.config.initial_peers, security.swarm_token, target.config.dht_timeout) as dht:
+            problem = await swarm_problem(dht, target.name)
+        if problem is not None:
+            raise NotOnSwarm(problem)
+        return 0
+
+    run_event_loop(look)
+
+
+def explained(error: NoRoute, target: Target) -> SwarmError:
+    """`error` with what the swarm map says about it (missing blocks, other models), if it says more."""
+    try:
+        check_swarm(target)
+    except SwarmError as better:
+        return better
+    return error  # every block has a live server: bans or load, and NoRoute says which block
+
+
+def load(target: Target) -> tuple[Any, DistributedModelForCausalLM]:
+    """The tokenizer and the distributed model (torch and transformers load here)."""
+    from transformers import AutoTokenizer
+
+    from client.model import AutoDistributedModelForCausalLM
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(target.path)
+    except (OSError, ValueError) as error:
+        raise ModelUnavailable(f"cannot load the tokenizer of {target.path} ({error}); the client needs the "
+                               "checkpoint's tokenizer files next to its config.json") from None
+    model = AutoDistributedModelForCausalLM.from_pretrained(target.path, target.config.initial_peers,
+                                                            model_name=target.name, config=target.config)
+    return tokenizer, model
