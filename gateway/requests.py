@@ -85,6 +85,8 @@ def _check_fields(body: object, allowed: frozenset[str]) -> Mapping[str, Any]:
         neutral = _NEUTRAL.get(name)
         if neutral is not None and not _is_one_of(value, neutral):
             raise InvalidRequest(f"'{name}' is not supported by this server (only {neutral[1]!r} is)", name)
+    if not isinstance(body.get("user", ""), str):
+        raise InvalidRequest("'user' must be a string", "user")
     return body
 
 

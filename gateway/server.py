@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
 from aiohttp import web
 
 from gateway.config import GatewayConfig
@@ -41,34 +42,55 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     return [int(eos)] if isinstance(eos, int) else [int(e) for e in eos]
 
 
+class Gateway:
+    """The listeners and what they share; `start` binds, `stop` drains and closes."""
+
+    def __init__(self, config: GatewayConfig, model: Any, tokenizer: Any, model_ids: Sequence[str]) -> None:
+        self.config = config
+        self.metrics = GatewayMetrics()
+        self.engine = Engine(model, tokenizer, eos_token_ids(model, tokenizer), config.max_concurrent, self.metrics)
+        self.prompts = Prompts(tokenizer, model_ids, self.engine.max_context)
+        limits = Limits(config.default_max_tokens, config.max_tokens_limit)
+        view = SwarmView(model.client, model.loop, self.prompts.model_name, config.update_period,
+                         config.ping_timeout)
+        app = build_app(OpenAIApi(self.engine, self.prompts, limits, self.metrics), view, self.metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._service = TextGenerationService(self.engine, self.prompts, limits, self.metrics)
+        self._grpc: grpc.aio.Server | None = None
+        self.http_address = ""
+        self.grpc_address = ""
+
+    async def start(self) -> None:
+        """Binds both listeners (a taken port raises OSError) and records their addresses."""
+        host = self.config.host
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, self.config.port, reuse_port=False).start()
+        self.http_address = f"{host}:{int(self._runner.addresses[0][1])}"
+        self._grpc, grpc_port = await start_grpc_server(self._service, host, self.config.grpc_port)
+        self.grpc_address = f"{host}:{grpc_port}"
+        logger.info("serving %s: OpenAI API and web page on http://%s, gRPC TextGeneration on %s",
+                    self.prompts.model_name, self.http_address, self.grpc_address)
+
+    async def stop(self) -> None:
+        """In-flight gRPC calls get `grace` seconds; HTTP handlers are awaited by aiohttp's shutdown."""
+        if self._grpc is not None:
+            await self._grpc.stop(self.config.grace)
+        await self._runner.shutdown()
+        await self._runner.cleanup()
+        self.engine.close()
+
+
 async def serve(config: GatewayConfig, model: Any, tokenizer: Any, model_ids: Sequence[str]) -> int:
     """Serves until SIGTERM/SIGINT; returns the exit code."""
-    metrics = GatewayMetrics()
-    engine = Engine(model, tokenizer, eos_token_ids(model, tokenizer), config.max_concurrent, metrics)
-    prompts = Prompts(tokenizer, model_ids, engine.max_context)
-    limits = Limits(config.default_max_tokens, config.max_tokens_limit)
-    view = SwarmView(model.client, model.loop, prompts.model_name, config.update_period, config.ping_timeout)
-    runner = web.AppRunner(build_app(OpenAIApi(engine, prompts, limits, metrics), view, metrics), access_log=None)
-    await runner.setup()
+    gateway = Gateway(config, model, tokenizer, model_ids)
     try:
-        site = web.TCPSite(runner, config.host, config.port, reuse_port=False)
-        await site.start()
-        http_port = int(runner.addresses[0][1])
-        grpc_server, grpc_port = await start_grpc_server(TextGenerationService(engine, prompts, limits, metrics),
-                                                         config.host, config.grpc_port)
-        try:
-            logger.info("serving %s: OpenAI API and web page on http://%s:%d, gRPC TextGeneration on %s:%d",
-                        prompts.model_name, config.host, http_port, config.host, grpc_port)
-            if config.ready_file is not None:
-                write_ready_file(config.ready_file, f"{config.host}:{http_port}", f"{config.host}:{grpc_port}")
-            await _wait_for_signal()
-            logger.info("stopping: in-flight calls get %.0f s", config.grace)
-        finally:
-            await grpc_server.stop(config.grace)
+        await gateway.start()
+        if config.ready_file is not None:
+            write_ready_file(config.ready_file, gateway.http_address, gateway.grpc_address)
+        await _wait_for_signal()
+        logger.info("stopping: in-flight calls get %.0f s", config.grace)
     finally:
-        await runner.shutdown()
-        await runner.cleanup()
-        engine.close()
+        await gateway.stop()
     return 0
 
 
