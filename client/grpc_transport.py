@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import grpc
 import torch
 
+from client.verification import BadOutput
 from swarm.codec import messages
 from swarm.codec.limits import TensorLimits
 from swarm.errors import PeerUnavailable, SwarmError
@@ -149,12 +150,21 @@ class GrpcTransport:
         return await GrpcInferenceStream.open(self.pool, address, request, timeout, self.limits)
 
     async def forward(self, address: str, call: ForwardCall, timeout: float) -> torch.Tensor:
-        return await self._batch_call(address, call, timeout, backward=False)
+        (out,) = await self._batch_call(address, call, timeout, backward=False, answers=1)
+        return out
 
-    async def backward(self, address: str, call: ForwardCall, timeout: float) -> torch.Tensor:
-        return await self._batch_call(address, call, timeout, backward=True)
+    async def backward(self, address: str, call: ForwardCall, timeout: float
+                       ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        tuning = call.tuning.tensors() if call.tuning else []
+        grad, *tuning_grads = await self._batch_call(address, call, timeout, backward=True, answers=1 + len(tuning))
+        for got, sent in zip(tuning_grads, tuning):
+            if got.shape != sent.shape:
+                raise BadOutput(f"{address} answered a tuning gradient of shape {list(got.shape)} for a tensor "
+                                f"of shape {list(sent.shape)}", code="DATA_LOSS", peer=address)
+        return grad, tuple(tuning_grads)
 
-    async def _batch_call(self, address: str, call: ForwardCall, timeout: float, backward: bool) -> torch.Tensor:
+    async def _batch_call(self, address: str, call: ForwardCall, timeout: float, backward: bool,
+                          answers: int) -> tuple[torch.Tensor, ...]:
         """A stateless Forward or Backward call (a stream of tensors each way)."""
         stub = self.pool.stub(address)
         method = stub.Backward if backward else stub.Forward
@@ -168,7 +178,10 @@ class GrpcTransport:
                 await responses.done_writing()
             except (grpc.aio.UsageError, asyncio.InvalidStateError):
                 pass  # the server answered before reading it all (it refused the header): its status says why
-            (out,) = await messages.decode_tensor_stream(responses, self.limits)
+            out = await messages.decode_tensor_stream(responses, self.limits)
+        if len(out) != answers:
+            raise BadOutput(f"{address} answered {len(out)} tensors to a {what}, not {answers}", code="DATA_LOSS",
+                            peer=address)
         return out
 
     async def info(self, address: str, timeout: float) -> ServerInfo:

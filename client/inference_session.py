@@ -35,6 +35,7 @@ from client.verifier import Verifier
 from swarm.errors import InvalidInput, PeerTimedOut, SessionStateError, SwarmError
 from swarm.protocol import MAX_STEP_HOPS, InferenceResult, InferenceStep
 from swarm.records import BlockRange
+from swarm.tuning import Tuning
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class RemoteInferenceSession:
 
     def __init__(self, client: RouteSource, model: str, num_blocks: int, span: BlockRange,
                  batch_size: int, max_length: int, dtype: torch.dtype, transport: Transport,
-                 verification: VerificationStats | None = None) -> None:
+                 verification: VerificationStats | None = None, tuning: Tuning | None = None) -> None:
         self.client = client
         self.model = model
         self.num_blocks = num_blocks
@@ -63,14 +64,15 @@ class RemoteInferenceSession:
         self._events: asyncio.Queue[SegmentEvent] = asyncio.Queue()
         self._leftover_failures: dict[SegmentStream, SwarmError] = {}
         self._step_ids = itertools.count()
-        spec = SessionSpec(model, num_blocks, batch_size, max_length, dtype, self.session_id)
+        spec = SessionSpec(model, num_blocks, batch_size, max_length, dtype, self.session_id,
+                           tuning.restricted(span) if tuning else None)
         self._opener = RouteOpener(client, transport, spec)
         self._failover = Failover(self._opener, self._history, self._step_ids)
         self.verification = verification or VerificationStats()
         """Steps checked, disagreements, servers banned (shared with the model if it passed one)."""
         seed = client.config.verify_seed
         self._verifier = Verifier(client, transport, model, self._history, self.verification,
-                                  random.Random(seed))
+                                  random.Random(seed), spec.tuning)
 
     @property
     def recoveries(self) -> list[float]:

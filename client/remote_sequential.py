@@ -25,6 +25,7 @@ from client.verification import VerificationStats, check_finite
 from swarm.errors import SwarmError
 from swarm.protocol import ForwardCall
 from swarm.records import BlockRange
+from swarm.tuning import Tuning, TuningSlot
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class _Hop:
     address: str
     blocks: BlockRange
     inputs: torch.Tensor
+    tuning: Tuning | None
 
 
 class RemoteSequential(torch.nn.Module):
@@ -72,22 +74,35 @@ class RemoteSequential(torch.nn.Module):
     def __repr__(self) -> str:
         return f"RemoteSequential(model={self.model!r}, blocks={self.span})"
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Hidden states [batch, tokens, hidden] after these blocks (full sequences, no cache)."""
-        result: torch.Tensor = _RemoteFunction.apply(hidden_states, attention_mask, self)  # type: ignore[no-untyped-call]
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                tuning: Tuning | None = None) -> torch.Tensor:
+        """Hidden states [batch, tokens, hidden] after these blocks (full sequences, no cache).
+
+        `tuning`: deep prompts and LoRA factors (absolute block indices) the servers apply;
+        gradients flow back to its tensors (e.g. `nn.Parameter`s) as to `hidden_states`."""
+        part = tuning.restricted(self.span) if tuning else None
+        slots = [slot for slot, _ in part.slots()] if part else []
+        tensors = part.tensors() if part else []
+        scale = part.lora_scale if part else 1.0
+        result: torch.Tensor = _RemoteFunction.apply(  # type: ignore[no-untyped-call]
+            hidden_states, attention_mask, self, (slots, scale), *tensors)
         return result
 
-    def inference_session(self, max_length: int, batch_size: int = 1,
-                          dtype: torch.dtype = torch.float32) -> InferenceSession:
-        """A KV-cache session over these blocks; step it with hidden states."""
+    def inference_session(self, max_length: int, batch_size: int = 1, dtype: torch.dtype = torch.float32,
+                          tuning: Tuning | None = None) -> InferenceSession:
+        """A KV-cache session over these blocks; step it with hidden states. With `tuning`,
+        servers apply those deep prompts and LoRA factors (a snapshot: sent at open)."""
+        snapshot = Tuning.from_slots([s for s, _ in tuning.slots()], [t.detach().clone() for t in tuning.tensors()],
+                                     tuning.lora_scale) if tuning else None
         remote = RemoteInferenceSession(self.client, self.model, self.num_blocks, self.span,
-                                        batch_size, max_length, dtype, self.transport, self.verification)
+                                        batch_size, max_length, dtype, self.transport, self.verification,
+                                        snapshot)
         return InferenceSession(remote, self.loop)
 
     # ---- async work on the client loop ------------------------------------------
 
-    async def run_forward(self, span: BlockRange, hidden: torch.Tensor,
-                          mask: torch.Tensor | None) -> tuple[torch.Tensor, list[_Hop]]:
+    async def run_forward(self, span: BlockRange, hidden: torch.Tensor, mask: torch.Tensor | None,
+                          tuning: Tuning | None = None) -> tuple[torch.Tensor, list[_Hop]]:
         hops: list[_Hop] = []
         position, x, retries = span.start, hidden, 0
         while position < span.end:
@@ -96,31 +111,38 @@ class RemoteSequential(torch.nn.Module):
             )
             for segment in route.segments:
                 address = addresses[segment.server_id]
-                call = ForwardCall(self.model, segment.blocks, (x,) if mask is None else (x, mask))
+                part = tuning.restricted(segment.blocks) if tuning else None
+                call = ForwardCall(self.model, segment.blocks, (x,) if mask is None else (x, mask), part or None)
                 try:
                     y = await self.transport.forward(address, call, self.client.config.forward_timeout)
                     check_finite(y, address, f"forward through blocks {segment.blocks}")
                 except SwarmError as error:
                     retries = self._failed(segment.server_id, address, error, retries)
                     break
-                hops.append(_Hop(segment.server_id, address, segment.blocks, x))
+                hops.append(_Hop(segment.server_id, address, segment.blocks, x, part or None))
                 x, position = y, segment.blocks.end
         return x, hops
 
-    async def run_backward(self, hops: list[_Hop], grad: torch.Tensor,
-                           mask: torch.Tensor | None) -> torch.Tensor:
+    async def run_backward(self, hops: list[_Hop], grad: torch.Tensor, mask: torch.Tensor | None
+                           ) -> tuple[torch.Tensor, dict[TuningSlot, torch.Tensor]]:
+        """The input gradient, and the gradient of each tuning tensor by its slot."""
         retries = 0
+        tuning_grads: dict[TuningSlot, torch.Tensor] = {}
         for hop in reversed(hops):
             tensors = (hop.inputs, grad) if mask is None else (hop.inputs, grad, mask)
             try:
-                grad = await self.transport.backward(hop.address, ForwardCall(self.model, hop.blocks, tensors),
-                                                     self.client.config.forward_timeout)
+                grad, grads = await self.transport.backward(
+                    hop.address, ForwardCall(self.model, hop.blocks, tensors, hop.tuning),
+                    self.client.config.forward_timeout)
+                check_finite(grad, hop.address, f"backward through blocks {hop.blocks}")
+                tuning_grads.update(zip([s for s, _ in hop.tuning.slots()] if hop.tuning else [], grads))
             except SwarmError as error:
                 retries = self._failed(hop.server_id, hop.address, error, retries)
                 # recompute this hop's blocks elsewhere, then go back through them
-                _, fresh = await self.run_forward(hop.blocks, hop.inputs, mask)
-                grad = await self.run_backward(fresh, grad, mask)
-        return grad
+                _, fresh = await self.run_forward(hop.blocks, hop.inputs, mask, hop.tuning)
+                grad, grads_elsewhere = await self.run_backward(fresh, grad, mask)
+                tuning_grads.update(grads_elsewhere)
+        return grad, tuning_grads
 
     def _failed(self, server_id: str, address: str, error: SwarmError, retries: int) -> int:
         if not fails_over(error) or retries >= self.client.config.max_retries:
@@ -131,15 +153,19 @@ class RemoteSequential(torch.nn.Module):
 
 
 class _RemoteFunction(torch.autograd.Function):
+    """Forward/Backward calls as one differentiable op over hidden states and tuning tensors."""
+
     @staticmethod
-    def forward(ctx: Any, hidden: torch.Tensor, mask: torch.Tensor | None,
-                module: RemoteSequential) -> torch.Tensor:
-        out, hops = module.loop.run(module.run_forward(module.span, hidden.detach(), mask))
-        ctx.module, ctx.hops, ctx.mask = module, hops, mask
+    def forward(ctx: Any, hidden: torch.Tensor, mask: torch.Tensor | None, module: RemoteSequential,
+                layout: tuple[list[TuningSlot], float], *tensors: torch.Tensor) -> torch.Tensor:
+        slots, scale = layout
+        tuning = Tuning.from_slots(slots, [t.detach() for t in tensors], scale) if slots else None
+        out, hops = module.loop.run(module.run_forward(module.span, hidden.detach(), mask, tuning))
+        ctx.module, ctx.hops, ctx.mask, ctx.slots = module, hops, mask, slots
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         module: RemoteSequential = ctx.module
-        grad = module.loop.run(module.run_backward(ctx.hops, grad_output.contiguous(), ctx.mask))
-        return grad, None, None
+        grad, by_slot = module.loop.run(module.run_backward(ctx.hops, grad_output.contiguous(), ctx.mask))
+        return (grad, None, None, None, *(by_slot[slot] for slot in ctx.slots))

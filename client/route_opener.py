@@ -28,6 +28,7 @@ from client.transport import Transport
 from swarm.errors import PeerUnavailable, SwarmError
 from swarm.protocol import InferenceOpen
 from swarm.records import BlockRange
+from swarm.tuning import Tuning
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class SessionSpec:
     dtype: torch.dtype
     session_id: str
     """The session's own id; each stream's id extends it with a random part."""
+    tuning: Tuning | None = None
+    """Deep prompts and LoRA factors; each stream is opened with its blocks' part."""
 
 
 class RouteOpener:
@@ -144,7 +147,8 @@ class RouteOpener:
         spec = self.spec
         # 128 random bits each; the capability goes only to the server that pushes here (SegmentStream.hop)
         session_id, capability = secrets.token_hex(16), secrets.token_hex(16)
+        tuning = spec.tuning.restricted(blocks) if spec.tuning else None
         request = InferenceOpen(spec.model, blocks, spec.batch_size, spec.max_length, spec.dtype, session_id,
-                                capability)
+                                capability, tuning or None)
         stream = await self.transport.open_inference(address, request, self.swarm.config.open_timeout)
         return SegmentStream(server_id, blocks, stream, session_id, capability)

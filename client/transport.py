@@ -67,8 +67,10 @@ class Transport(Protocol):
         """A stateless Forward call (hidden states[, mask]); returns the output hidden states."""
         ...
 
-    async def backward(self, address: str, call: ForwardCall, timeout: float) -> torch.Tensor:
-        """A Backward call (inputs, output gradients[, mask]); returns the input gradients."""
+    async def backward(self, address: str, call: ForwardCall, timeout: float
+                       ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """A Backward call (inputs, output gradients[, mask], tuning); returns the input
+        gradients and those of the call's tuning tensors (in `Tuning.slots()` order)."""
         ...
 
     async def info(self, address: str, timeout: float) -> ServerInfo:

@@ -28,6 +28,7 @@ from client.transport import Transport
 from client.verification import StepSampler, VerificationStats, majority, mismatch, order_witnesses
 from swarm.errors import SwarmError
 from swarm.protocol import ForwardCall
+from swarm.tuning import Tuning
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +37,14 @@ class Verifier:
     """Checks sampled steps of one session."""
 
     def __init__(self, swarm: RouteSource, transport: Transport, model: str, history: SessionHistory,
-                 stats: VerificationStats, rng: random.Random) -> None:
+                 stats: VerificationStats, rng: random.Random, tuning: Tuning | None = None) -> None:
         self.swarm, self.transport, self.model, self.history = swarm, transport, model, history
         self.stats = stats
         self.sampler = StepSampler(swarm.config.verify_fraction, rng)
         self._rng = rng
         self._asked: dict[str, int] = {}
+        self._tuning = tuning
+        """The session's prompts and LoRA factors: a witness recomputes with them."""
 
     def wanted(self, meta: StepMeta) -> bool:
         """Whether to check this step (sampled, and a Forward call can recompute it)."""
@@ -118,7 +121,9 @@ class Verifier:
         """The witness's output for the step's positions, or None if it failed to answer."""
         self._asked[witness] = self._asked.get(witness, 0) + 1
         seen = self.history.upto(segment.blocks.start, meta.start + meta.tokens)
-        call = ForwardCall(self.model, segment.blocks, (seen.hidden.contiguous(), seen.attention_mask.contiguous()))
+        tuning = self._tuning.restricted(segment.blocks) if self._tuning else None
+        call = ForwardCall(self.model, segment.blocks, (seen.hidden.contiguous(), seen.attention_mask.contiguous()),
+                           tuning or None)
         try:
             out = await self.transport.forward(address, call, self.swarm.config.step_timeout)
         except SwarmError as error:

@@ -15,6 +15,7 @@ from swarm.model.families import BlockStack, SessionCache
 from node.scheduler import DEFAULT_BATCH_SHARE, Priority, PriorityExecutor, Scheduling
 from node.validation import default_positions
 from swarm.records import BlockRange
+from swarm.tuning import Tuning
 
 FORWARD_CHUNK_TOKENS = 512
 """Longer Forward rows run a block in chunks of this many tokens: one task of a block over
@@ -34,6 +35,9 @@ class BlockBackend:
     def hidden_size(self) -> int:
         return self.stack.info.hidden_size
 
+    def lora_targets(self) -> dict[str, tuple[int, int]]:
+        return self.stack.lora_targets()
+
     def close(self) -> None:
         self.executor.shutdown()
 
@@ -51,13 +55,15 @@ class BlockBackend:
         start: int,
         position_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None,
+        tuning: Tuning | None = None,
     ) -> torch.Tensor:
         """Appends `hidden` at cache position `start` (dropping anything after it)."""
         return await self.executor.run(Priority.INFERENCE, run_step, self.stack, cache, blocks, hidden, start,
-                                        position_ids, attention_mask)
+                                        position_ids, attention_mask, tuning)
 
     async def forward(
-        self, blocks: BlockRange, hidden: torch.Tensor, attention_mask: torch.Tensor | None, peer: str = ""
+        self, blocks: BlockRange, hidden: torch.Tensor, attention_mask: torch.Tensor | None, peer: str = "",
+        tuning: Tuning | None = None,
     ) -> torch.Tensor:
         """The blocks' output; `peer` (the client address) has its share of batch work's time."""
         stack = self.stack  # every piece on the same blocks even if a rebalancing move swaps them meanwhile
@@ -65,15 +71,16 @@ class BlockBackend:
         out = hidden.to(stack.dtype)
         with self.executor.active(Priority.BATCH):
             for block in self._pieces(blocks):
+                piece = tuning.restricted(block) if tuning else None
                 if out.shape[1] <= FORWARD_CHUNK_TOKENS or self.executor.scheduling is Scheduling.FIFO:
                     out = await self.executor.run(Priority.BATCH, _forward_piece, stack, block, out, mask,
-                                                  positions, peer=peer)
+                                                  positions, piece, peer=peer)
                 else:
-                    out = await self._chunked_piece(stack, block, out, mask, positions, peer)
+                    out = await self._chunked_piece(stack, block, out, mask, positions, peer, piece)
         return out.to(hidden.dtype)
 
     async def _chunked_piece(self, stack: BlockStack, block: BlockRange, hidden: torch.Tensor, mask: torch.Tensor,
-                             positions: torch.Tensor, peer: str) -> torch.Tensor:
+                             positions: torch.Tensor, peer: str, tuning: Tuning | None) -> torch.Tensor:
         """A block over long rows, FORWARD_CHUNK_TOKENS at a time through a throwaway KV cache
         (chunked prefill): the same result, in tasks short enough that steps need not wait long."""
         cache = stack.new_cache(block)
@@ -81,7 +88,8 @@ class BlockBackend:
         for start in range(0, hidden.shape[1], FORWARD_CHUNK_TOKENS):
             end = min(start + FORWARD_CHUNK_TOKENS, hidden.shape[1])
             outs.append(await self.executor.run(Priority.BATCH, run_step, stack, cache, block, hidden[:, start:end],
-                                                start, positions[:, start:end], mask[:, :end], peer=peer))
+                                                start, positions[:, start:end], mask[:, :end], tuning,
+                                                peer=peer))
         return torch.cat(outs, dim=1)
 
     async def backward(
@@ -91,26 +99,34 @@ class BlockBackend:
         grad_outputs: torch.Tensor,
         attention_mask: torch.Tensor | None,
         peer: str = "",
-    ) -> torch.Tensor:
-        """The gradient of `sum(forward(hidden) * grad_outputs)` with respect to `hidden`.
+        tuning: Tuning | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The gradients of `sum(forward(hidden) * grad_outputs)` with respect to `hidden` and
+        to each of `tuning`'s tensors (in `tuning.slots()` order; [] without tuning).
 
         Forward piece by piece keeping each piece's graph, then back through the pieces in
         reverse: the same work as one autograd pass over the range, queued in pieces.
         """
         stack = self.stack
         mask, positions = _batch_inputs(hidden, attention_mask)
-        passes: list[tuple[torch.Tensor, torch.Tensor]] = []
+        leaves = _leaf_tuning(tuning)
+        passes: list[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = []
         out = hidden.detach().to(stack.dtype)
         grad = grad_outputs.to(stack.dtype)
+        grads: dict[int, torch.Tensor] = {}
         with self.executor.active(Priority.BATCH):
             for block in self._pieces(blocks):
                 inputs = out.detach().requires_grad_(True)
+                piece = leaves.restricted(block) if leaves else None
                 out = await self.executor.run(Priority.BATCH, _graph_piece, stack, block, inputs, mask, positions,
-                                              peer=peer)
-                passes.append((inputs, out))
-            for inputs, out in reversed(passes):
-                grad = await self.executor.run(Priority.BATCH, _input_grad, out, inputs, grad, peer=peer)
-        return grad.to(hidden.dtype)
+                                              piece, peer=peer)
+                passes.append((inputs, out, piece.tensors() if piece else []))
+            for inputs, out, params in reversed(passes):
+                grad, param_grads = await self.executor.run(Priority.BATCH, _piece_grads, out, inputs, params, grad,
+                                                            peer=peer)
+                grads.update({id(p): g for p, g in zip(params, param_grads)})
+        tuning_grads = [grads[id(t)].to(t.dtype) for t in leaves.tensors()] if leaves else []
+        return grad.to(hidden.dtype), tuning_grads
 
     def _pieces(self, blocks: BlockRange) -> list[BlockRange]:
         """The ranges a pass is queued in: single blocks, or the whole range for fifo (one task per call)."""
@@ -120,16 +136,27 @@ class BlockBackend:
 
 
 def _forward_piece(stack: BlockStack, block: BlockRange, hidden: torch.Tensor, mask: torch.Tensor,
-                   positions: torch.Tensor) -> torch.Tensor:
+                   positions: torch.Tensor, tuning: Tuning | None) -> torch.Tensor:
     with torch.inference_mode():
-        return stack.forward(hidden, blocks=block, position_ids=positions, attention_mask=mask, cache=None)
+        return stack.forward(hidden, blocks=block, position_ids=positions, attention_mask=mask, cache=None,
+                             tuning=tuning)
 
 
 def _graph_piece(stack: BlockStack, block: BlockRange, inputs: torch.Tensor, mask: torch.Tensor,
-                 positions: torch.Tensor) -> torch.Tensor:
-    """A piece of a backward pass: forward with the graph kept for `_input_grad`."""
+                 positions: torch.Tensor, tuning: Tuning | None) -> torch.Tensor:
+    """A piece of a backward pass: forward with the graph kept for `_piece_grads`."""
     with torch.enable_grad():
-        return stack.forward(inputs, blocks=block, position_ids=positions, attention_mask=mask, cache=None)
+        return stack.forward(inputs, blocks=block, position_ids=positions, attention_mask=mask, cache=None,
+                             tuning=tuning)
+
+
+def _leaf_tuning(tuning: Tuning | None) -> Tuning | None:
+    """Tuning whose tensors are fresh autograd leaves (their gradients are the answer)."""
+    if not tuning:
+        return None
+    slots = tuning.slots()
+    leaves = [t.detach().requires_grad_(True) for _, t in slots]
+    return Tuning.from_slots([s for s, _ in slots], leaves, tuning.lora_scale)
 
 
 def _batch_inputs(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,9 +170,13 @@ def _batch_inputs(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> 
     return mask, positions
 
 
-def _input_grad(out: torch.Tensor, inputs: torch.Tensor, grad_outputs: torch.Tensor) -> torch.Tensor:
-    (grad,) = torch.autograd.grad(out, inputs, grad_outputs.to(out.dtype))
-    return grad
+def _piece_grads(out: torch.Tensor, inputs: torch.Tensor, params: list[torch.Tensor],
+                 grad_outputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Gradients of one piece w.r.t. its input and its tuning tensors (zeros where unused,
+    e.g. a prompt longer than the sequence)."""
+    grads = torch.autograd.grad(out, [inputs, *params], grad_outputs.to(out.dtype), allow_unused=True)
+    param_grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads[1:])]
+    return grads[0], param_grads
 
 
 def run_step(
@@ -156,6 +187,7 @@ def run_step(
     start: int,
     position_ids: torch.Tensor | None,
     attention_mask: torch.Tensor | None,
+    tuning: Tuning | None = None,
 ) -> torch.Tensor:
     """One inference step, synchronously (the executor's job; also the benchmarks' floor)."""
     batch, tokens, _ = hidden.shape
@@ -172,5 +204,6 @@ def run_step(
             position_ids=position_ids.to(torch.int64),
             attention_mask=attention_mask.to(torch.int64),
             cache=cache,
+            tuning=tuning,
         )
     return out.to(hidden.dtype)

@@ -140,6 +140,10 @@ class ServerConfig:
     max_peer_inflight_bytes: int = field(default=384 << 20, metadata=flag(
         "most Forward/Backward request bytes one client address may have in flight"))
     """Cap on declared request bytes in flight from one client address (IP)."""
+    max_tuning_bytes: int = field(default=256 << 20, metadata=flag(
+        "most bytes of deep prompts and LoRA factors that open sessions may hold, all clients together "
+        "(one client address: half)"))
+    """Budget of the tuning tensors sessions hold for their lifetime."""
     max_batch_size: int = 64
     """Most rows a session or forward call may have."""
     max_session_length: int = 8192

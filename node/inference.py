@@ -25,14 +25,16 @@ import contextlib
 import hmac
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 from node.allocator import CacheAllocator, Lease
 from node.backend import BlockBackend
 from node.config import ServerConfig
 from node.error_mapping import SessionTimeout
+from node.limits import Overloaded, ShareLedger
 from swarm.model.families import SessionCache
+from swarm.model.families.tuning import check_tuning
 from node.metrics import ServerMetrics
 from node.push_client import PushClient
 from node.state import ServingState
@@ -91,6 +93,8 @@ class InferenceSessions:
         self.config = config
         self.server_id = server_id
         self.pusher = pusher
+        self.tuning_bytes = ShareLedger(config.max_tuning_bytes, config.max_tuning_bytes // 2)
+        """Bytes of deep prompts and LoRA factors held by open sessions, in all and per client address."""
         """Pushes steps to next hops (with the swarm's TLS and token in a private swarm)."""
         self._live: dict[str, list[_Live]] = {}
         """Open sessions by id (ids may repeat: a session is its id and its capability)."""
@@ -131,10 +135,14 @@ class InferenceSessions:
                                     f"{type(first).__name__.removeprefix('Inference').lower()}")
         check_blocks(first.model, first.blocks, self.state.model_name, self.state.blocks)
         check_open(first, self.config.max_batch_size, self.config.max_session_length)
+        if first.tuning is not None:
+            check_tuning(first.tuning, first.blocks, self.backend.hidden_size, first.batch_size,
+                         self.backend.lora_targets())
         self.state.check_accepting()
         who = f"{first.session_id or '?'}[{first.blocks}]"
         tokens = first.batch_size * first.max_length
-        with self.state.session(), self.metrics.sessions_open.track_inprogress():
+        with self.state.session(), self.metrics.sessions_open.track_inprogress(), \
+                self._tuning_held(peer, first):
             async with self.allocator.reserve(tokens, self.config.max_alloc_timeout, who, peer) as lease:
                 logger.info("session %s opened: batch %d, max_length %d", who, first.batch_size,
                             first.max_length)
@@ -147,6 +155,21 @@ class InferenceSessions:
                 finally:
                     await self.pusher.release(pusher_key)
         logger.info("session %s ended", who)
+
+    @contextlib.contextmanager
+    def _tuning_held(self, peer: str, open_: InferenceOpen) -> Iterator[None]:
+        """A session's prompts and LoRA factors count against the server's tuning budget."""
+        nbytes = open_.tuning.nbytes() if open_.tuning else 0
+        if not nbytes:
+            yield
+            return
+        if not self.tuning_bytes.try_take(peer, nbytes):
+            raise Overloaded(f"session tuning of {nbytes} bytes refused: {self.tuning_bytes.refusal(peer, nbytes)} "
+                             "(bytes of deep prompts and LoRA factors held by sessions); retry later")
+        try:
+            yield
+        finally:
+            self.tuning_bytes.release(peer, nbytes)
 
     @contextlib.asynccontextmanager
     async def _inbox(self, open_: InferenceOpen, requests: AsyncIterator[InferenceRequest], lease: Lease
@@ -220,7 +243,7 @@ class InferenceSessions:
         check_next_hops(step.next_hops, self.own_addresses)
         with self.metrics.step_seconds.time():
             out = await self.backend.step(cache, open_.blocks, step.hidden_states, step.start_position,
-                                          step.position_ids, step.attention_mask)
+                                          step.position_ids, step.attention_mask, open_.tuning)
         check_finite_output(out)
         self.metrics.steps.inc()
         self.metrics.step_tokens.inc(step.hidden_states.shape[0] * step.hidden_states.shape[1])

@@ -33,6 +33,7 @@ from node.validation import (
 from swarm.codec import messages
 from swarm.codec.limits import TensorLimits
 from swarm.errors import InvalidInput, SwarmError
+from swarm.model.families.tuning import check_tuning
 from swarm.protocol import ForwardCall, ForwardHeader, InferenceRequest, ServerInfo
 from swarm.v1 import block_service_pb2_grpc
 
@@ -104,6 +105,9 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
                                    f"{hidden.dtype}, got {list(extra.shape)} {extra.dtype}")
         mask = call.tensors[expected] if len(call.tensors) > expected else None
         check_positions_and_mask(None, mask, hidden.shape[0], hidden.shape[1], hidden.shape[1])
+        if call.tuning is not None:
+            check_tuning(call.tuning, call.blocks, self.backend.hidden_size, hidden.shape[0],
+                         self.backend.lora_targets())
 
     @contextlib.asynccontextmanager
     async def _batch_call(self, requests: AsyncIterator[object], context: object, expected: int
@@ -124,6 +128,9 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
             call = await messages.read_forward_payload(opening, self.limits)
             for tensor, name in zip(call.tensors[:expected], ("hidden states", "grad_outputs")):
                 check_finite(tensor, name)
+            if call.tuning is not None:
+                for tensor in call.tuning.tensors():
+                    check_finite(tensor, "tuning tensors")
             yield call, peer
         finally:
             self.inflight.release(peer, nbytes)
@@ -133,7 +140,7 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
         async with self._batch_call(request_iterator, context, 1) as (call, peer):
             self.metrics.batch_calls.labels("forward").inc()
             mask = call.tensors[1] if len(call.tensors) > 1 else None
-            out = await self.backend.forward(call.blocks, call.tensors[0], mask, peer)
+            out = await self.backend.forward(call.blocks, call.tensors[0], mask, peer, call.tuning)
             check_finite_output(out)
         for message in messages.encode_tensor_stream([out]):
             yield message
@@ -143,9 +150,11 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
         async with self._batch_call(request_iterator, context, 2) as (call, peer):
             self.metrics.batch_calls.labels("backward").inc()
             mask = call.tensors[2] if len(call.tensors) > 2 else None
-            grad = await self.backend.backward(call.blocks, call.tensors[0], call.tensors[1], mask, peer)
-            check_finite_output(grad)
-        for message in messages.encode_tensor_stream([grad], backward=True):
+            grad, tuning_grads = await self.backend.backward(call.blocks, call.tensors[0], call.tensors[1], mask,
+                                                             peer, call.tuning)
+            for tensor in (grad, *tuning_grads):
+                check_finite_output(tensor)
+        for message in messages.encode_tensor_stream([grad, *tuning_grads], backward=True):
             yield message
 
     @grpc_errors

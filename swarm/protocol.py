@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from swarm.records import BlockRange
+from swarm.tuning import Tuning
 
 MAX_STEP_HOPS = 8
 """Longest chain a step may carry: bounds what one step can make servers compute."""
@@ -29,6 +30,8 @@ class InferenceOpen:
     session_id: str = ""
     push_capability: str = ""
     """Secret a push into this session must carry (empty: no pushes accepted)."""
+    tuning: Tuning | None = None
+    """The client's deep prompts and LoRA factors, applied to every step of the session."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ class ForwardCall:
     model: str
     blocks: BlockRange
     tensors: tuple[torch.Tensor, ...]
+    tuning: Tuning | None = None
+    """Deep prompts and LoRA factors to apply (a Backward call returns their gradients)."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,9 @@ class ForwardHeader:
     tensors: tuple[torch.Tensor, ...]
     """Shapes and dtypes of the tensors that follow, as tensors on the `meta` device (no data)."""
     nbytes: int
-    """Payload bytes the header declares, all tensors together."""
+    """Payload bytes the header declares, all tensors together (tuning tensors included)."""
+    tuning: Tuning | None = None
+    """The declared tuning, its tensors on the `meta` device like `tensors`."""
 
 
 @dataclass(frozen=True)

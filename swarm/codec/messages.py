@@ -23,6 +23,7 @@ from swarm.codec.streams import (  # the chunked streams are part of this module
     read_forward_payload as read_forward_payload,
 )
 from swarm.codec.tensors import DEFAULT_LIMITS, decode_tensor, dtype_from_wire, dtype_to_wire, encode_tensor
+from swarm.codec.tuning import tuning_from_wire, tuning_to_wire
 from swarm.errors import CodecError
 from swarm.protocol import (  # MAX_STEP_HOPS: the codec enforces it
     MAX_STEP_HOPS,
@@ -62,6 +63,7 @@ def encode_inference_request(request: InferenceRequest) -> pb.InferenceRequest:
                 dtype=dtype_to_wire(request.dtype),
                 session_id=request.session_id,
                 push_capability=request.push_capability,
+                tuning=tuning_to_wire(request.tuning, with_data=True) if request.tuning else None,
             )
         )
     if isinstance(request, InferenceStep):
@@ -126,6 +128,7 @@ def decode_inference_request(
             dtype=dtype_from_wire(o.dtype),
             session_id=_checked_id(o.session_id),
             push_capability=_checked_id(o.push_capability),
+            tuning=tuning_from_wire(o.tuning, limits) if o.HasField("tuning") else None,
         )
     if kind == "step":
         return _decode_step(message.step, limits)

@@ -25,9 +25,11 @@ from swarm.codec.tensors import (
     tensor_bytes,
     tensor_header,
 )
+from swarm.codec.tuning import build_tuning, slots_from_wire, tuning_to_wire
 from swarm.errors import CodecError
 from swarm.protocol import ForwardCall, ForwardHeader
 from swarm.records import BlockRange
+from swarm.tuning import MAX_TUNING_TENSORS
 from swarm.v1 import block_service_pb2 as pb
 from swarm.v1 import record_pb2
 
@@ -58,13 +60,15 @@ def _chunks(tensors: Sequence[torch.Tensor]) -> Iterator[bytes]:
 def encode_forward_call(call: ForwardCall, backward: bool = False) -> Iterator[object]:
     """The request messages of a Forward (or Backward) call: open, then chunks."""
     message_type = pb.BackwardRequest if backward else pb.ForwardRequest
+    tuning = call.tuning if call.tuning else None
     header = pb.ForwardOpen(
         model=call.model,
         blocks=blocks_to_wire(call.blocks),
         tensors=[tensor_header(t) for t in call.tensors],
+        tuning=tuning_to_wire(tuning, with_data=False) if tuning else None,
     )
     yield message_type(open=header)
-    for chunk in _chunks(call.tensors):
+    for chunk in _chunks([*call.tensors, *(tuning.tensors() if tuning else [])]):
         yield message_type(chunk=chunk)
 
 
@@ -76,10 +80,11 @@ def encode_tensor_stream(tensors: Sequence[torch.Tensor], backward: bool = False
         yield message_type(chunk=chunk)
 
 
-def _checked_headers(headers: Sequence[object], limits: TensorLimits) -> list[int]:
+def _checked_headers(headers: Sequence[object], limits: TensorLimits,
+                     most: int = MAX_STREAM_TENSORS) -> list[int]:
     """Each tensor's byte count; raises CodecError if the headers break the limits."""
-    if not 1 <= len(headers) <= MAX_STREAM_TENSORS:
-        raise CodecError(f"a call carries 1 to {MAX_STREAM_TENSORS} tensors, got {len(headers)}")
+    if not 1 <= len(headers) <= most:
+        raise CodecError(f"a call carries 1 to {most} tensors, got {len(headers)}")
     sizes = [checked_nbytes(h, limits) for h in headers]  # type: ignore[arg-type]
     if sum(sizes) > limits.max_bytes:
         raise CodecError(f"payload of {sum(sizes)} bytes exceeds the limit of {limits.max_bytes}")
@@ -129,10 +134,14 @@ async def read_forward_header(
     opened = first.open  # type: ignore[attr-defined]
     if not opened.HasField("blocks"):
         raise CodecError("open message has no block range")
-    headers = tuple(opened.tensors)
-    sizes = _checked_headers(headers, limits)
+    base = tuple(opened.tensors)
+    _checked_headers(base, limits)
+    slots = slots_from_wire(opened.tuning) if opened.HasField("tuning") else []
+    headers = base + tuple(opened.tuning.tensors)
+    sizes = _checked_headers(headers, limits, MAX_STREAM_TENSORS + MAX_TUNING_TENSORS)
     metas = tuple(torch.empty(tuple(h.shape), dtype=dtype_from_wire(h.dtype), device="meta") for h in headers)
-    header = ForwardHeader(opened.model, blocks_from_wire(opened.blocks), metas, sum(sizes))
+    tuning = build_tuning(slots, metas[len(base):], opened.tuning.lora_scale) if slots else None
+    header = ForwardHeader(opened.model, blocks_from_wire(opened.blocks), metas[:len(base)], sum(sizes), tuning)
     return ForwardOpening(header, iterator, headers, tuple(sizes))
 
 
@@ -140,7 +149,12 @@ async def read_forward_payload(opening: ForwardOpening, limits: TensorLimits = D
     """Reads the chunks that follow a header read by `read_forward_header`."""
     tensors = await _read_payload(opening._iterator, opening._headers, list(opening._sizes), limits,
                                   "open message")
-    return ForwardCall(opening.header.model, opening.header.blocks, tensors)
+    count, declared = len(opening.header.tensors), opening.header.tuning
+    tuning = None
+    if declared is not None:
+        slots = [slot for slot, _ in declared.slots()]
+        tuning = build_tuning(slots, tensors[count:], declared.lora_scale)
+    return ForwardCall(opening.header.model, opening.header.blocks, tensors[:count], tuning)
 
 
 async def decode_forward_call(
@@ -159,7 +173,8 @@ async def decode_tensor_stream(
     if first is None or first.WhichOneof("message") != "header":  # type: ignore[attr-defined]
         raise CodecError("a tensor stream must start with a header")
     headers = tuple(first.header.tensors)  # type: ignore[attr-defined]
-    return await _read_payload(iterator, headers, _checked_headers(headers, limits), limits, "header")
+    sizes = _checked_headers(headers, limits, MAX_STREAM_TENSORS + MAX_TUNING_TENSORS)  # + tuning gradients
+    return await _read_payload(iterator, headers, sizes, limits, "header")
 
 
 async def discard_payload(opening: ForwardOpening, max_bytes: int) -> bool:

@@ -19,7 +19,7 @@ class InferenceRequest(_message.Message):
     def __init__(self, open: _Optional[_Union[InferenceOpen, _Mapping]] = ..., step: _Optional[_Union[InferenceStep, _Mapping]] = ..., close: _Optional[_Union[InferenceClose, _Mapping]] = ...) -> None: ...
 
 class InferenceOpen(_message.Message):
-    __slots__ = ("model", "blocks", "batch_size", "max_length", "dtype", "session_id", "push_capability")
+    __slots__ = ("model", "blocks", "batch_size", "max_length", "dtype", "session_id", "push_capability", "tuning")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class InferenceOpen(_message.Message):
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PUSH_CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    TUNING_FIELD_NUMBER: _ClassVar[int]
     model: str
     blocks: _record_pb2.BlockRange
     batch_size: int
@@ -34,7 +35,8 @@ class InferenceOpen(_message.Message):
     dtype: _tensor_pb2.DType
     session_id: str
     push_capability: str
-    def __init__(self, model: _Optional[str] = ..., blocks: _Optional[_Union[_record_pb2.BlockRange, _Mapping]] = ..., batch_size: _Optional[int] = ..., max_length: _Optional[int] = ..., dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., session_id: _Optional[str] = ..., push_capability: _Optional[str] = ...) -> None: ...
+    tuning: TuningHeader
+    def __init__(self, model: _Optional[str] = ..., blocks: _Optional[_Union[_record_pb2.BlockRange, _Mapping]] = ..., batch_size: _Optional[int] = ..., max_length: _Optional[int] = ..., dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., session_id: _Optional[str] = ..., push_capability: _Optional[str] = ..., tuning: _Optional[_Union[TuningHeader, _Mapping]] = ...) -> None: ...
 
 class NextHop(_message.Message):
     __slots__ = ("address", "session_id", "capability")
@@ -99,14 +101,36 @@ class InferenceClosed(_message.Message):
     def __init__(self) -> None: ...
 
 class ForwardOpen(_message.Message):
-    __slots__ = ("model", "blocks", "tensors")
+    __slots__ = ("model", "blocks", "tensors", "tuning")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
+    TUNING_FIELD_NUMBER: _ClassVar[int]
     model: str
     blocks: _record_pb2.BlockRange
     tensors: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
-    def __init__(self, model: _Optional[str] = ..., blocks: _Optional[_Union[_record_pb2.BlockRange, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ...) -> None: ...
+    tuning: TuningHeader
+    def __init__(self, model: _Optional[str] = ..., blocks: _Optional[_Union[_record_pb2.BlockRange, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., tuning: _Optional[_Union[TuningHeader, _Mapping]] = ...) -> None: ...
+
+class TuningSlot(_message.Message):
+    __slots__ = ("block", "kind", "target")
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    block: int
+    kind: int
+    target: str
+    def __init__(self, block: _Optional[int] = ..., kind: _Optional[int] = ..., target: _Optional[str] = ...) -> None: ...
+
+class TuningHeader(_message.Message):
+    __slots__ = ("slots", "tensors", "lora_scale")
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    LORA_SCALE_FIELD_NUMBER: _ClassVar[int]
+    slots: _containers.RepeatedCompositeFieldContainer[TuningSlot]
+    tensors: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
+    lora_scale: float
+    def __init__(self, slots: _Optional[_Iterable[_Union[TuningSlot, _Mapping]]] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., lora_scale: _Optional[float] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
     __slots__ = ("open", "chunk")

@@ -239,7 +239,8 @@ class FakeTransport:
                          call.blocks, hidden, 0)
         return out + 1.0 if server.fault is not None and server.fault.kind == "lie" else out
 
-    async def backward(self, address: str, call: ForwardCall, timeout: float) -> torch.Tensor:
+    async def backward(self, address: str, call: ForwardCall, timeout: float
+                       ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         raise NotImplementedError("sessions only")
 
     async def info(self, address: str, timeout: float) -> ServerInfo:

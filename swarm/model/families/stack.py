@@ -33,9 +33,11 @@ from swarm.model.checkpoint import (
 )
 from swarm.model.families.base import Family, ModelInfo
 from swarm.model.families.detect import family_class, model_info
+from swarm.model.families.tuning import add_prompt, block_factors, lora_applied, lora_targets
 from swarm.errors import InvalidInput, NotServed, SessionStateError
 from swarm.progress import progress_bar
 from swarm.records import BlockRange
+from swarm.tuning import Tuning
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +147,7 @@ class BlockStack:
         position_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: SessionCache | None = None,
+        tuning: Tuning | None = None,
     ) -> torch.Tensor:
         """Runs hidden states [B, T, H] through `blocks`; returns [B, T, H] in `self.dtype`.
 
@@ -152,7 +155,9 @@ class BlockStack:
         0 at padding); `attention_mask` [B, past + T] is 1 for real tokens, 0 for padding
         (None: all ones). With `cache`, the call appends its keys/values (prefill or
         single steps) and runs under inference mode; without, it is a stateless forward
-        that honours the caller's grad mode (for backward passes w.r.t. `hidden`).
+        that honours the caller's grad mode (for backward passes w.r.t. `hidden` and the
+        `tuning` tensors: deep prompts and LoRA factors, checked by the caller with
+        `check_tuning`).
         """
         self._check_served(blocks)
         if cache is not None and cache.blocks != blocks:
@@ -168,8 +173,15 @@ class BlockStack:
             for index in range(blocks.start, blocks.end):
                 layer = self.layers[index - self.blocks.start]
                 layer_cache = cache.layers[index - blocks.start] if cache is not None else None
-                hidden = self.family.run_layer(layer, index, hidden, context, layer_cache)
+                if tuning is not None and index in tuning.prompts:
+                    hidden = add_prompt(hidden, tuning.prompts[index], past)
+                with lora_applied(layer, block_factors(tuning, index), tuning.lora_scale if tuning else 1.0):
+                    hidden = self.family.run_layer(layer, index, hidden, context, layer_cache)
         return hidden
+
+    def lora_targets(self) -> dict[str, tuple[int, int]]:
+        """The projections LoRA may target in every block: path in the layer -> (out, in)."""
+        return lora_targets(self.layers[0])
 
     __call__ = forward
 
