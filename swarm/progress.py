@@ -77,7 +77,8 @@ class LogProgress(Generic[T]):
         """Counts `n` more units done; logs a line when `LOG_INTERVAL` has passed since the last."""
         self.n += n
         now = self._clock()
-        if now - self._last >= self._interval:
+        finished = bool(self.total) and self.n >= (self.total or 0)
+        if now - self._last >= self._interval and not finished:  # `close` says the end
             self._last = now
             self._log(self.line())
 
