@@ -4,47 +4,69 @@
     ids = model.generate(tokenizer("Hi", return_tensors="pt").input_ids, max_new_tokens=20)
 
 Only the embeddings, the final norm and the LM head are loaded (tied embeddings shared);
-`model.layers` are the swarm's blocks. `generate` follows transformers' semantics for
-what it supports (see `client.generation`); inside `with model.inference_session(...)`
-successive `generate` calls continue the same server-side KV caches.
+`model.layers` are the swarm's blocks. The model is a transformers `PreTrainedModel` to
+the code that uses one: `forward` returns `CausalLMOutputWithPast`, `generate` is
+transformers' own loop over a KV-cache session of the swarm (`client.remote_cache`; what
+it rejects is in `client.generation`), pipelines take it. Inside
+`with model.inference_session(...)` successive `generate` calls continue the same
+server-side KV caches.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers.generation.configuration_utils import GenerationMode
+from transformers.generation.logits_process import LogitsProcessorList
+from transformers.generation.stopping_criteria import StoppingCriteriaList
+from transformers.loss.loss_utils import ForCausalLMLoss
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from client.config import ClientConfig
-from client.generation import default_attention_mask, generate_tokens, max_new_tokens
+from client.generation import DecodingState, checked_config, default_attention_mask, positions_of, rows_of
+from client.remote_cache import RemoteCache
+from swarm.errors import InvalidInput
 from swarm.model.head import ClientHead, load_client_head
 from client.remote_sequential import RemoteSequential
 from client.runtime import LoopThread, shared_loop
 from client.session_handle import InferenceSession
 from client.swarm_client import SwarmClient
+from swarm import settings
 from swarm.addresses import PeerAddress
 from swarm.model_names import model_name_of
 
 logger = logging.getLogger(__name__)
 
 
-class DistributedModelForCausalLM(torch.nn.Module):
-    """A causal LM whose transformer blocks run on the swarm."""
+class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ignore[no-untyped-call]
+    """A causal LM whose transformer blocks run on the swarm.
+
+    A transformers model to the code that uses one: `model(input_ids, attention_mask,
+    labels=...)` returns a `CausalLMOutputWithPast`, `generate` is transformers' own
+    loop (see `client.generation` for what it rejects), `pipeline("text-generation",
+    model=model, tokenizer=tokenizer)` works.
+    """
+
+    # attention runs on the servers: whatever the config names, the client has nothing to check
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
 
     def __init__(self, head: ClientHead, model_name: str, client: SwarmClient, loop: LoopThread,
                  generation_config: GenerationConfig) -> None:
-        super().__init__()
+        super().__init__(copy.deepcopy(head.config))  # transformers writes into the config it gets
         self.head = head
         self.model_name = model_name
         self.client = client
         self.loop = loop
-        self.config = head.config
         self.generation_config = generation_config
         self.layers = RemoteSequential(client, loop, model_name, head.info.num_blocks)
         self._session: InferenceSession | None = None
@@ -57,68 +79,133 @@ class DistributedModelForCausalLM(torch.nn.Module):
     def dtype(self) -> torch.dtype:
         return self.head.dtype
 
+    @property
+    def device(self) -> torch.device:
+        return self.head.device
+
     def inference_session(self, max_length: int, batch_size: int = 1) -> _ActiveSession:
         """A KV-cache session over all blocks; `generate` calls inside it continue it."""
         session = self.layers.inference_session(max_length, batch_size, self.dtype)
         return _ActiveSession(self, session)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [batch, tokens, vocab] of full sequences (batch forward, differentiable)."""
-        hidden = self.layers(self.head.embed(input_ids), attention_mask)
-        return self.head.logits(hidden)
-
-    def generate(
+    def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        past_key_values: RemoteCache | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        return_dict: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **unused: Any,  # transformers' loop passes what a local model may read (the tokenizer, ...)
+    ) -> Any:
+        """Logits [batch, tokens, vocab] (and the loss with `labels`), as transformers' models.
+
+        Without `past_key_values`: full sequences through the blocks (batch forward,
+        differentiable). With a `RemoteCache` (what `generate` passes): one step of its
+        session with the new tokens. `logits_to_keep` > 0 keeps the last that many.
+        """
+        if input_ids is None or inputs_embeds is not None:
+            raise InvalidInput("the model takes input_ids (the embeddings are the client's own)")
+        if past_key_values is not None and not isinstance(past_key_values, RemoteCache):
+            raise InvalidInput("past_key_values must be the RemoteCache generate makes: the cache lives on the servers")
+        if past_key_values is None:
+            hidden = self.layers(self.head.embed(input_ids), attention_mask)
+        else:
+            hidden = past_key_values.step(self.head.embed, input_ids, position_ids, attention_mask)
+        logits = self.head.logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        loss = None
+        if labels is not None:
+            loss = ForCausalLMLoss(logits, labels.to(logits.device), vocab_size=logits.shape[-1])
+        out = CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cast(Any, past_key_values))
+        return out if return_dict is not False else out.to_tuple()
+
+    def generate(  # type: ignore[override]
+        self,
+        inputs: torch.Tensor | None = None,
         generation_config: GenerationConfig | None = None,
+        logits_processor: LogitsProcessorList | None = None,
+        stopping_criteria: StoppingCriteriaList | None = None,
+        prefix_allowed_tokens_fn: Any = None,
         streamer: Any = None,
-        tokenizer: Any = None,
         session: InferenceSession | None = None,
         **kwargs: Any,
-    ) -> torch.Tensor:
-        """Generates after `input_ids` [batch, tokens]; returns prompt + new tokens.
+    ) -> Any:
+        """transformers' `generate` over a KV-cache session of the swarm (one step per token).
 
-        Keyword arguments override the generation config as in transformers
-        (max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty,
-        eos_token_id, pad_token_id, stop_strings, ...). Within an inference session the
-        call continues after what the session already holds.
+        Takes what transformers' takes (`max_new_tokens`, `do_sample`, `num_beams`,
+        `min_new_tokens`, `no_repeat_ngram_size`, `stop_strings` with `tokenizer=`,
+        `return_dict_in_generate`, `output_scores`, ...); raises InvalidInput naming any
+        option the swarm cannot serve. Returns prompt + new tokens (or transformers' output
+        object). Within `model.inference_session(...)` (or with `session=`) the call
+        continues after what the session holds and returns only this call's prompt + new
+        tokens.
         """
-        config = self._generation_config(generation_config, kwargs)
-        if attention_mask is None:
-            attention_mask = default_attention_mask(input_ids, config)
+        input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
+        if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2:
+            raise InvalidInput("generate needs input_ids [batch, tokens] (token ids)")
+        config = checked_config(generation_config or self.generation_config, kwargs)
         session = session or self._session
-        with contextlib.ExitStack() as stack:
-            if session is None:
-                new_tokens = max_new_tokens(config, input_ids.shape[1])
-                session = stack.enter_context(
-                    self.layers.inference_session(input_ids.shape[1] + new_tokens,
-                                                  input_ids.shape[0], self.dtype)
-                )
-            sequences, session.decoding = generate_tokens(
-                self._step_fn(session), input_ids, attention_mask, config, session.decoding,
-                streamer, tokenizer,
-            )
-        return sequences
+        if session is None:
+            cache = RemoteCache(open_session=lambda rows, length: self.layers.inference_session(
+                length, rows, self.dtype))
+            held = 0
+        else:
+            held = session.decoding.sequences.shape[1] if session.decoding is not None else 0
+            cache, input_ids, kwargs["attention_mask"] = _continue(session, input_ids, kwargs.get("attention_mask"),
+                                                                   config)
+        hf_generate: Any = super().generate  # type: ignore[misc]  # its self type is a Protocol of transformers'
+        try:
+            out = hf_generate(input_ids, generation_config, logits_processor, stopping_criteria,
+                                   prefix_allowed_tokens_fn, streamer=streamer, past_key_values=cache, **kwargs)
+        finally:
+            cache.close()
+        if session is None:
+            return out
+        sequences = out if isinstance(out, torch.Tensor) else out.sequences
+        pending = sequences.shape[1] - cache.get_seq_length()
+        session.decoding = DecodingState(sequences, torch.cat(
+            [cache.held_mask(), torch.ones(sequences.shape[0], pending, dtype=torch.long)], dim=1))
+        if isinstance(out, torch.Tensor):
+            return out[:, held:]
+        out.sequences = sequences[:, held:]
+        return out
 
-    def _generation_config(self, base: GenerationConfig | None, overrides: dict[str, Any]) -> GenerationConfig:
-        config = GenerationConfig.from_dict((base or self.generation_config).to_dict())
-        unknown = config.update(**overrides)  # type: ignore[no-untyped-call]
-        if unknown:
-            raise TypeError(f"generate got unsupported arguments: {sorted(unknown)}")
-        return config
+    def _prepare_cache_for_generation(self, generation_config: GenerationConfig, model_kwargs: dict[Any, Any],
+                                      generation_mode: GenerationMode, batch_size: int, max_cache_length: int) -> bool:
+        """transformers sizes its cache here: we size the session (opened at the first step).
 
-    def _step_fn(self, session: InferenceSession) -> Any:
-        def step(ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode():
-                hidden = self.head.embed(ids)
-                out = session.step(hidden, positions, mask)
-                return self.head.logits(out[:, -1])
-
-        return step
+        `max_cache_length` counts every token but the last, the most the session holds.
+        """
+        cache = model_kwargs["past_key_values"]
+        cache.max_length = max_cache_length + 1  # one spare: a step never fails on an off-by-one of transformers'
+        return True
 
     def close(self) -> None:
         self.loop.run(self.client.close())
+
+
+def _continue(session: InferenceSession, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+              config: GenerationConfig) -> tuple[RemoteCache, torch.Tensor, torch.Tensor]:
+    """A cache over a session that continues it: the ids and mask of the whole history + new tokens.
+
+    transformers restarts from a cache given all tokens and the full mask; it sends the
+    ones past the cache's length: the pending last token and the new ones.
+    """
+    if rows_of(config, input_ids.shape[0]) != session.batch_size or (config.num_beams or 1) > 1:
+        raise InvalidInput(f"a session of {session.batch_size} rows continues {session.batch_size} prompts "
+                           "without beams (num_beams and num_return_sequences run in a session of their own)")
+    mask = attention_mask.long() if attention_mask is not None else default_attention_mask(input_ids, config)
+    state = session.decoding
+    if state is None:
+        return RemoteCache(session=session), input_ids, mask
+    ids = torch.cat([state.sequences, input_ids], dim=1)
+    mask = torch.cat([state.attention_mask, mask], dim=1)
+    held = state.sequences.shape[1] - 1
+    cache = RemoteCache(session=session, ids=state.sequences[:, :held].clone(), positions=positions_of(mask)[:, :held])
+    return cache, ids, mask
 
 
 class _ActiveSession(contextlib.AbstractContextManager["_ActiveSession"]):
@@ -144,20 +231,24 @@ class AutoDistributedModelForCausalLM:
     @staticmethod
     def from_pretrained(
         path_or_id: str | os.PathLike[str],
-        initial_peers: Sequence[PeerAddress | str],
+        initial_peers: Sequence[PeerAddress | str] | None = None,
         *,
-        torch_dtype: torch.dtype | str = "auto",
+        dtype: torch.dtype | str | None = None,
+        torch_dtype: torch.dtype | str | None = None,
         model_name: str | None = None,
         config: ClientConfig | None = None,
     ) -> DistributedModelForCausalLM:
         """Loads the client's parts of a checkpoint and connects to the swarm.
 
-        `initial_peers` are DHT addresses (`PeerAddress` or "host:port"); `model_name` defaults to the
-        checkpoint directory's base name (what servers announce).
+        `initial_peers` are DHT addresses (`PeerAddress` or "host:port"); None: those of
+        `config`, else $SWARM_INITIAL_PEERS. `dtype` (transformers 5's name) or
+        `torch_dtype` (its old one): "auto" (the checkpoint's, the default), a name or a
+        torch dtype. `model_name` defaults to the checkpoint directory's base name (what
+        servers announce).
         """
-        peers = tuple(PeerAddress.of(p) for p in initial_peers)
+        peers = _initial_peers(initial_peers, config)
         config = replace(config, initial_peers=peers) if config else ClientConfig(initial_peers=peers)
-        head = load_client_head(path_or_id, torch_dtype)
+        head = load_client_head(path_or_id, _dtype_argument(dtype, torch_dtype))
         loop = shared_loop()
         client = loop.run(SwarmClient.connect(config))
         try:
@@ -167,3 +258,22 @@ class AutoDistributedModelForCausalLM:
         name = model_name or model_name_of(path_or_id)
         logger.info("client for %s ready: %d remote blocks", name, head.info.num_blocks)
         return DistributedModelForCausalLM(head, name, client, loop, generation_config)
+
+
+def _initial_peers(given: Sequence[PeerAddress | str] | None, config: ClientConfig | None) -> tuple[PeerAddress, ...]:
+    if given is not None:
+        return tuple(PeerAddress.of(p) for p in given)
+    if config is not None and config.initial_peers:
+        return config.initial_peers
+    from_env = tuple(PeerAddress.parse(p) for p in settings.initial_peers())
+    if not from_env:
+        raise InvalidInput(f"no initial peers: pass initial_peers=[...] or set ${settings.INITIAL_PEERS_ENV}")
+    return from_env
+
+
+def _dtype_argument(dtype: torch.dtype | str | None, torch_dtype: torch.dtype | str | None) -> torch.dtype | str:
+    """`dtype=` (transformers 5) or `torch_dtype=` (before it); both only when they agree."""
+    if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+        raise InvalidInput(f"dtype={dtype} and torch_dtype={torch_dtype} disagree: pass one (dtype)")
+    chosen = dtype if dtype is not None else torch_dtype
+    return "auto" if chosen is None else chosen

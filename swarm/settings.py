@@ -9,6 +9,9 @@
                       (`node.throughput`); unset: ~/.cache/swarm-llm
     SWARM_TOKEN       the private swarm's token when --swarm-token is not given
                       (`swarm.security`); unset or empty: none (a public swarm)
+    SWARM_INITIAL_PEERS  DHT peers (HOST:PORT, separated by spaces or commas) a client
+                      joins when none are given (`client.model`: from_pretrained
+                      without initial_peers)
 
 Each function reads the environment when called (tests and launchers set variables
 after import). Not here: command-line flags (`swarm.config_flags` builds them from the
@@ -24,6 +27,7 @@ from pathlib import Path
 LOG_LEVEL_ENV = "SWARM_LOG_LEVEL"
 CACHE_ENV = "SWARM_LLM_CACHE"
 TOKEN_ENV = "SWARM_TOKEN"
+INITIAL_PEERS_ENV = "SWARM_INITIAL_PEERS"
 
 
 def log_level(verbose: bool = False, default: str = "INFO") -> str:
@@ -40,3 +44,9 @@ def cache_root() -> Path:
 def swarm_token() -> str | None:
     """The swarm token from $SWARM_TOKEN; None when unset or empty."""
     return os.environ.get(TOKEN_ENV) or None
+
+
+def initial_peers() -> tuple[str, ...]:
+    """HOST:PORT texts from $SWARM_INITIAL_PEERS (spaces or commas between); () when unset."""
+    text = os.environ.get(INITIAL_PEERS_ENV, "")
+    return tuple(part for part in text.replace(",", " ").split() if part)

@@ -128,5 +128,5 @@ class SwarmContender:
         """Seconds of one batch forward through `model.layers` (stateless calls), and logits."""
         with torch.inference_mode():
             began = time.perf_counter()
-            logits = self.model(input_ids)
+            logits = self.model(input_ids).logits
             return time.perf_counter() - began, logits
