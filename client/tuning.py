@@ -27,9 +27,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from client.remote_sequential import RemoteSequential
 from swarm.errors import InvalidInput
 from swarm.model.families import Family, ModelInfo
 from swarm.model.families.tuning import lora_targets
+from swarm.model.head import ClientHead
 from swarm.tuning import MAX_LORA_RANK, MAX_PROMPT_TOKENS, Tuning
 
 TuningMode = Literal["ptune", "deep_ptune", "lora"]
@@ -139,3 +141,19 @@ class TrainableTuning(nn.Module):
         }
         (directory / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
         return directory
+
+
+def shifted_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each position's logits against the next label (-100: ignored),
+    as transformers' causal LMs compute it."""
+    shifted = logits[:, :-1].flatten(0, 1).float()
+    return nn.functional.cross_entropy(shifted, labels[:, 1:].flatten().to(logits.device), ignore_index=-100)
+
+
+def tuned_logits(head: ClientHead, layers: RemoteSequential, tuning: TrainableTuning, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits [B, T, vocab] of `input_ids` through the swarm with the trainable prefix and the
+    servers' prompts and LoRA (the prefix's own positions are dropped)."""
+    embeds, mask = tuning.prepend(head.embed(input_ids), attention_mask)
+    hidden = layers(embeds, mask, tuning=tuning.tuning())
+    return head.logits(hidden[:, tuning.pre_seq_len:])
