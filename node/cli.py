@@ -7,6 +7,7 @@ import sys
 
 from node import dht_command, start_command
 from swarm.cli import build_parser as _build, run_cli
+from swarm.version import answer_version_flag
 
 COMMANDS = (start_command.add_parser, dht_command.add_parser)
 
@@ -16,6 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if answer_version_flag("swarm-node", argv):
+        return 0
     return run_cli("swarm-node", __doc__, COMMANDS, argv)
 
 
