@@ -1,0 +1,26 @@
+"""`swarm --version` and `swarm-node --version` print the installed package's version."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import pytest
+
+from node.cli import main as node_main
+from swarm.version import answer_version_flag, version
+
+
+def test_version_is_the_installed_distributions() -> None:
+    assert version() == metadata.version("swarm-llm")
+
+
+def test_swarm_node_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert node_main(["--version"]) == 0
+    assert capsys.readouterr().out == f"swarm-node {version()}\n"
+
+
+def test_only_a_lone_version_flag_answers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert answer_version_flag("swarm", ["--version"])
+    assert not answer_version_flag("swarm", ["status", "--version"])
+    assert not answer_version_flag("swarm", [])
+    assert capsys.readouterr().out == f"swarm {version()}\n"
