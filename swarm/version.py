@@ -1,25 +1,19 @@
-"""swarm-llm's version, read once from the installed package's metadata.
+"""swarm-llm's version (`swarm.__version__`, what server records carry) for the CLIs.
 
 For `swarm --version`, `swarm-node --version` and the servers' `swarm_server_info`
-metric. A source tree that was never installed reports "0+unknown".
+metric. tests/unit/test_version.py keeps it equal to pyproject's version.
 """
 
 from __future__ import annotations
 
 import sys
-from functools import cache
-from importlib import metadata
 
-DISTRIBUTION = "swarm-llm"
+import swarm
 
 
-@cache
 def version() -> str:
-    """The installed distribution's version, e.g. "0.1.0"."""
-    try:
-        return metadata.version(DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
+    """swarm-llm's version, e.g. "0.1.0"."""
+    return swarm.__version__
 
 
 def answer_version_flag(prog: str, argv: list[str] | None) -> bool:

@@ -11,6 +11,7 @@ from swarm.version import answer_version_flag, version
 
 
 def test_version_is_the_installed_distributions() -> None:
+    # swarm.__version__ (in records) and pyproject's version (in the package) stay one number
     assert version() == metadata.version("swarm-llm")
 
 
