@@ -16,7 +16,8 @@ unreachable, as soon as the next ping fails.
 
 The DHT and the channels belong to the swarm client's loop thread: the work runs there,
 and the HTTP loop awaits it. One snapshot is shared by all pollers for a quarter of
-the page's update period, so many open pages cost one lookup.
+the page's update period, so many open pages cost one round of pings; the DHT is read
+again once per update period.
 """
 
 from __future__ import annotations
@@ -46,27 +47,34 @@ class SwarmView:
         self.update_period = update_period
         self.ping_timeout = ping_timeout
         self._cached: tuple[float, dict[str, Any]] | None = None
+        self._map: tuple[float, list[SwarmMap], dict[str, dict[str, float]]] | None = None
+        """When the DHT was last read, the maps, and each server's next-hop latencies."""
         self._lock = asyncio.Lock()
 
     async def snapshot(self) -> dict[str, Any]:
-        """The document, fresh or at most update_period/4 old (called on the HTTP loop)."""
+        """The document (called on the HTTP loop). The DHT map is looked up again once it
+        is an update period old; the pings are redone once a quarter period old, so that a
+        dead server shows as unreachable on the page's next refresh without every refresh
+        paying for 30 block lookups."""
         async with self._lock:
             now = time.monotonic()
             if self._cached is None or now - self._cached[0] > self.update_period / 4:
-                future = asyncio.run_coroutine_threadsafe(self._collect(), self.loop.loop)
+                refresh_map = self._map is None or now - self._map[0] > self.update_period
+                future = asyncio.run_coroutine_threadsafe(self._collect(refresh_map), self.loop.loop)
                 self._cached = (now, await asyncio.wrap_future(future))
             return self._cached[1]
 
-    async def _collect(self) -> dict[str, Any]:
-        dht = self.client.dht
-        maps = [m for m in await fetch_maps(dht, None) if m.num_blocks > 0]
-        servers = [s for m in maps for s in m.servers]
-        addresses = sorted({s.address for s in servers})
+    async def _collect(self, refresh_map: bool) -> dict[str, Any]:
+        if refresh_map or self._map is None:
+            maps = [m for m in await fetch_maps(self.client.dht, None) if m.num_blocks > 0]
+            servers = [s for m in maps for s in m.servers]
+            limit = asyncio.Semaphore(MAX_PINGS)
+            records = await asyncio.gather(*(self._next_hops(s.server_id, limit) for s in servers))
+            self._map = (time.monotonic(), maps, dict(zip((s.server_id for s in servers), records)))
+        _, maps, next_hops = self._map
+        addresses = sorted({s.address for m in maps for s in m.servers})
         limit = asyncio.Semaphore(MAX_PINGS)
-        pings = await asyncio.gather(*(self._ping(a, limit) for a in addresses))
-        rtts = dict(zip(addresses, pings))
-        records = await asyncio.gather(*(self._next_hops(s.server_id, limit) for s in servers))
-        next_hops = dict(zip((s.server_id for s in servers), records))
+        rtts = dict(zip(addresses, await asyncio.gather(*(self._ping(a, limit) for a in addresses))))
         return {"models": [_model_json(m, rtts, next_hops) for m in maps],
                 "gateway": {"model": self.model_name, "update_period_s": self.update_period,
                             "checked_at": time.time()}}

@@ -23,6 +23,16 @@ function totalBox(label, value, id) {
   return el("div", { class: "total", "data-total": id }, el("b", { text: String(value) }), label);
 }
 
+// Blocks held by an online server that answers the gateway's ping: what a route can use now.
+function reachableBlocks(m) {
+  const blocks = new Set();
+  for (const s of m.servers) {
+    if (s.state !== "online" || !s.reachable) continue;
+    for (let b = s.blocks[0]; b < s.blocks[1]; b++) blocks.add(b);
+  }
+  return blocks;
+}
+
 function drawTotals(models) {
   const box = document.getElementById("totals");
   box.replaceChildren();
@@ -34,6 +44,7 @@ function drawTotals(models) {
       totalBox("online", t.online, "online"),
       totalBox("reachable", `${reachable}/${t.servers}`, "reachable"),
       totalBox("blocks covered", `${t.covered_blocks}/${m.num_blocks}`, "covered"),
+      totalBox("blocks reachable", `${reachableBlocks(m).size}/${m.num_blocks}`, "reachable-blocks"),
       totalBox("slowest block, tok/s", fmt(t.min_block_inference_tokens_per_s), "speed"),
       totalBox("state", m.complete ? "complete" : "INCOMPLETE", "complete"));
   }
@@ -71,15 +82,19 @@ function drawMap(m) {
   for (let b = 0; b < m.num_blocks; b++) head.append(el("th", { text: b % 5 === 0 ? String(b) : "" }));
   const table = el("table", { class: "map", "data-model": m.model }, head);
   for (const s of m.servers) table.append(serverRow(m, s));
-  const foot = el("tr", {}, el("td", { colspan: "9", class: "muted", text: "online servers per block" }));
+  const foot = el("tr", {}, el("td", { colspan: "9", class: "muted",
+    text: "online servers per block (red: none reachable)" }));
+  const reachable = reachableBlocks(m);
   for (const b of m.blocks) {
-    foot.append(el("td", { class: b.online ? "" : "gap", "data-block-online": String(b.block), text: String(b.online) }));
+    foot.append(el("td", { class: reachable.has(b.block) ? "" : "gap", "data-block-online": String(b.block),
+                           text: String(b.online) }));
   }
   table.append(foot);
   return el("div", {}, el("h3", { text: `${m.model}: ${m.num_blocks} blocks` }), table);
 }
 
 async function refresh() {
+  const began = Date.now();
   const status = document.getElementById("status");
   try {
     const response = await fetch("/api/v1/swarm", { cache: "no-store" });
@@ -94,7 +109,8 @@ async function refresh() {
   } catch (error) {
     status.textContent = `cannot reach the gateway: ${error}`;
   } finally {
-    setTimeout(refresh, period * 1000);
+    // a fixed rate: the next refresh is one period after this one began
+    setTimeout(refresh, Math.max(period * 1000 - (Date.now() - began), 0));
   }
 }
 

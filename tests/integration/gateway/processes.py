@@ -80,9 +80,8 @@ def node_tools_dir() -> Path:
 def npm_install(packages: Sequence[str]) -> Path:
     """Installs `packages` (npm specs) into node_tools_dir() unless there; returns its
     node_modules. Skips the test (with the reason) only if node or npm is missing or npm fails."""
-    for tool in ("node", "npm"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (apt-get install nodejs npm)")
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        apt_install("nodejs", "npm")
     target = node_tools_dir()
     target.mkdir(parents=True, exist_ok=True)
     stamp = target / ("installed-" + "+".join(sorted(packages)).replace("/", "_").replace("@", "at-"))
@@ -93,3 +92,33 @@ def npm_install(packages: Sequence[str]) -> Path:
             pytest.skip(f"npm install {' '.join(packages)} failed: {done.stderr[-2000:]}")
         stamp.touch()
     return target / "node_modules"
+
+
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+
+
+def ensure_chromium() -> str:
+    """Debian's chromium (FACTS.md: playwright-core drives it headless), installed with
+    apt-get if missing; skips the test, with the reason, only if that is impossible."""
+    for path in CHROMIUM_CANDIDATES:
+        if os.access(path, os.X_OK):
+            return path
+    apt_install("chromium")
+    for path in CHROMIUM_CANDIDATES:
+        if os.access(path, os.X_OK):
+            return path
+    pytest.skip("apt-get installed chromium but no chromium binary was found")
+
+
+def apt_install(*packages: str) -> None:
+    """apt-get install `packages`; skips the test with the reason where that is impossible."""
+    what = " ".join(packages)
+    if shutil.which("apt-get") is None:
+        pytest.skip(f"{what} missing and there is no apt-get to install it")
+    if os.geteuid() != 0:
+        pytest.skip(f"{what} missing and installing needs root (apt-get install {what})")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
