@@ -23,11 +23,13 @@ def run_cli(prog: str, description: str | None, commands: Sequence[AddParser], a
 
     Each subcommand's parser sets `run` (args -> exit code) as a default. `quiet` (the
     user's `swarm` commands) logs warnings and errors only unless -v: their output is the
-    answer, not the machinery.
+    answer, not the machinery. A subcommand that is a long-running service may set its
+    own default level instead (`parser.set_defaults(log_level="INFO")`).
     """
     parser = build_parser(prog, description, commands)
     args = parser.parse_args(argv)
-    setup_logging(args.verbose, default_level="WARNING" if quiet else "INFO")
+    level = getattr(args, "log_level", None) or ("WARNING" if quiet else "INFO")
+    setup_logging(args.verbose, default_level=level)
     return run_at_edge(prog, lambda: int(args.run(args)), verbose=args.verbose)
 
 

@@ -89,10 +89,24 @@ def run_at_edge(prog: str, command: Callable[[], int], *, verbose: bool = False)
         _drop_stdout()
         return EXIT_OK  # as Unix tools do: the reader had what it wanted
     except (SwarmError, OSError) as error:
-        if verbose:
-            traceback.print_exception(error)
-        print(f"{prog}: error: {describe(error)}", file=sys.stderr, flush=True)
-        return exit_code_of(error)
+        return _report(prog, error, error, verbose)
+    except BaseExceptionGroup as group:  # from a TaskGroup: reported when every failure is one of ours
+        ours, rest = group.split((SwarmError, OSError))
+        if ours is None or rest is not None:
+            raise
+        return _report(prog, _first_leaf(ours), group, verbose)
+
+
+def _report(prog: str, error: BaseException, raised: BaseException, verbose: bool) -> int:
+    if verbose:
+        traceback.print_exception(raised)
+    print(f"{prog}: error: {describe(error)}", file=sys.stderr, flush=True)
+    return exit_code_of(error)
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _drop_stdout() -> None:

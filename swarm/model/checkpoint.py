@@ -13,14 +13,16 @@ never builds a module. PyTorch `.bin` checkpoints are not read (pickle is not lo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig, PretrainedConfig
 
 from swarm.errors import SwarmError
@@ -155,6 +157,17 @@ def _read_index(index_path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in weight_map.items()}
 
 
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Any]:
+    """`safe_open(path)`, whose errors (a truncated or corrupt file) are `CheckpointError`s."""
+    try:
+        with safe_open(path, framework="pt") as handle:
+            yield handle
+    except SafetensorError as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); download or save the "
+                              "checkpoint again") from e
+
+
 class CheckpointReader:
     """Reads chosen tensors of one checkpoint directory, lazily, file by file.
 
@@ -173,7 +186,7 @@ class CheckpointReader:
             return _read_index(index)
         single = self.directory / SINGLE_FILE
         if single.is_file():
-            with safe_open(single, framework="pt") as f:
+            with _opened(single) as f:
                 return {key: SINGLE_FILE for key in f.keys()}
         raise CheckpointError(
             f"{self.directory} has no {SINGLE_FILE} or {INDEX_FILE} "
@@ -212,7 +225,7 @@ class CheckpointReader:
         if not path.is_file():
             raise CheckpointError(f"checkpoint shard {path} is missing")
         out: dict[str, torch.Tensor] = {}
-        with safe_open(path, framework="pt") as f:
+        with _opened(path) as f:
             for key in keys:
                 tensor = f.get_tensor(key)
                 self.bytes_read += tensor.numel() * tensor.element_size()

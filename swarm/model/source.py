@@ -5,7 +5,9 @@ will read (a checkpoint directory, or a hub id) and the model's number of blocks
 `config.json` read as plain JSON: no torch, no transformers. It fails at once with a
 `ModelUnavailable` that says what to do when the name is
 
-- a path that is not a directory, or a directory without `config.json`;
+- a path that is not a directory, or a directory without `config.json`, or whose
+  safetensors weights are missing, truncated or not safetensors (from their headers and
+  sizes, a few bytes read per file);
 - a hub id that is neither in the Hugging Face cache nor fetchable: the hub's host is
   probed first (`HUB_PROBE_TIMEOUT`), because huggingface_hub's own retries take about a
   minute to give up where no hub is reachable.
@@ -33,6 +35,9 @@ HUB_PROBE_TIMEOUT = 3.0
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 """Where configs keep their number of transformer blocks (BLOOM: n_layer)."""
 
+_MAX_HEADER = 100 << 20
+"""Largest safetensors header believed (the format's own limit)."""
+
 _WHAT_TO_PASS = "pass a checkpoint directory (with config.json), a reachable hub id, or 'default'"
 
 
@@ -59,6 +64,7 @@ def check_model_source(name: str) -> ModelSource:
         if not config.is_file():
             raise ModelUnavailable(f"{path} has no config.json, so it is not a checkpoint directory; "
                                    f"{_WHAT_TO_PASS}")
+        _check_weights(directory)
         return ModelSource(str(directory), _num_blocks(config))
     if directory.exists():
         raise ModelUnavailable(f"{path} is a file, not a checkpoint directory; {_WHAT_TO_PASS}")
@@ -82,6 +88,45 @@ def _num_blocks(config: Path) -> int | None:
             if isinstance(values.get(key), int) and values[key] > 0:
                 return int(values[key])
     return None  # an unusual config: loading will tell (or cope)
+
+
+def _check_weights(directory: Path) -> None:
+    """`ModelUnavailable` unless the safetensors weights are there, whole (headers and sizes agree)."""
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            files = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ModelUnavailable(f"unreadable checkpoint index {index} ({error}); download or save the "
+                                   "checkpoint again") from None
+    elif (directory / "model.safetensors").is_file():
+        files = {"model.safetensors"}
+    else:
+        raise ModelUnavailable(f"{directory} has no model.safetensors or model.safetensors.index.json (only "
+                               "safetensors checkpoints are read); save it with save_pretrained(safe_serialization=True)")
+    for name in sorted(files):
+        problem = _safetensors_problem(directory / str(name))
+        if problem is not None:
+            raise ModelUnavailable(f"{directory / str(name)} {problem}; download or save the checkpoint again")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file (missing, truncated, not one), from its header alone."""
+    try:
+        with path.open("rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(size)) if 0 < size <= _MAX_HEADER else None
+        length = path.stat().st_size
+    except FileNotFoundError:
+        return "is missing"
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return f"is not a safetensors file ({error})"
+    if not isinstance(header, dict):
+        return "is not a safetensors file (no header)"
+    ends = [v["data_offsets"][1] for v in header.values() if isinstance(v, dict) and "data_offsets" in v]
+    if 8 + size + max(ends, default=0) > length:
+        return f"is truncated ({length} of {8 + size + max(ends, default=0)} bytes)"
+    return None
 
 
 def _hub_config(repo_id: str) -> Path:

@@ -43,8 +43,7 @@ class Mistake:
 
     name: str
     argv: tuple[str, ...]
-    """program, then arguments; {model}, {half}, {file}, {plain_dir}, {dead}, {peers} and
-    {taken} are filled in (see `Places`)."""
+    """program, then arguments; the {names} of `Places` are filled in."""
     code: int
     says: tuple[str, ...]
     """Words the one line must hold (what was wrong, what to do)."""
@@ -70,6 +69,10 @@ MISTAKES = (
             ("is a file, not a checkpoint directory", "pass a checkpoint directory")),
     Mistake("server model without config", ("swarm-node", "start", "--model", "{plain_dir}"), 1,
             ("has no config.json", "pass a checkpoint directory")),
+    Mistake("server checkpoint truncated", ("swarm-node", "start", "--model", "{truncated}"), 1,
+            ("model.safetensors is truncated", "download or save the checkpoint again")),
+    Mistake("server checkpoint without weights", ("swarm-node", "start", "--model", "{no_weights}"), 1,
+            ("has no model.safetensors", "save it with save_pretrained")),
     Mistake("server hub id, no hub", ("swarm-node", "start", "--model", "org/not-here"), 1,
             ("cannot be reached", "pass a checkpoint directory")),
     Mistake("server without --model", ("swarm-node", "start", "--blocks", "0:2"), 2,
@@ -122,6 +125,8 @@ class Places:
     half: Path
     file: Path
     plain_dir: Path
+    truncated: Path
+    no_weights: Path
     dead: str
     taken: int
     peers: str = ""
@@ -149,11 +154,17 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Places]:
     half = Path(shutil.copytree(model, root / "tiny-half"))
     (root / "weights.bin").write_bytes(b"not a checkpoint")
     (root / "plain").mkdir()
+    truncated, no_weights = root / "truncated", root / "no-weights"
+    for directory in (truncated, no_weights):
+        directory.mkdir()
+        shutil.copy(model / "config.json", directory)
+    weights = (model / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(weights[: len(weights) // 2])  # an interrupted download
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         silent.bind(("127.0.0.1", 0))  # bound, never answers: a DHT address nobody serves
         taken.bind(("127.0.0.1", 0))  # a DHT port in use
-        yield Places(model, half, root / "weights.bin", root / "plain",
+        yield Places(model, half, root / "weights.bin", root / "plain", truncated, no_weights,
                      f"127.0.0.1:{silent.getsockname()[1]}", taken.getsockname()[1])
 
 

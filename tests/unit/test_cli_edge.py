@@ -68,6 +68,20 @@ def test_ctrl_c_and_a_closed_reader_are_quiet(raised: BaseException, code: int,
     assert capsys.readouterr().err == ""
 
 
+def test_our_errors_from_a_task_group_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    def command() -> int:
+        raise ExceptionGroup("tasks", [ExceptionGroup("inner", [UsageError("--port 70000 is no port")])])
+
+    assert run_at_edge("swarm-node", command) == EXIT_USAGE
+    assert capsys.readouterr().err == "swarm-node: error: --port 70000 is no port\n"
+
+    def mixed() -> int:
+        raise ExceptionGroup("tasks", [SwarmError("ours"), TypeError("a bug")])
+
+    with pytest.raises(ExceptionGroup):  # a bug among them: the traceback stays
+        run_at_edge("swarm-node", mixed)
+
+
 def test_a_bug_keeps_its_traceback() -> None:
     def command() -> int:
         raise TypeError("a bug")
