@@ -1,4 +1,4 @@
-"""`swarm`: what a user runs. Subcommands: generate, chat, status.
+"""`swarm`: what a user runs. Subcommands: generate, chat, status, serve.
 
 Logs warnings and errors only unless -v (the output is the answer); failures are one line
 on stderr with exit code 1 (2: a wrong command line), see `swarm.cli_edge`.
@@ -9,9 +9,11 @@ from __future__ import annotations
 import sys
 
 from client import chat_command, generate_command, status_command
+from gateway import cli as serve_command
 from swarm.cli import run_cli
 
-COMMANDS = (generate_command.add_parser, chat_command.add_parser, status_command.add_parser)
+COMMANDS = (generate_command.add_parser, chat_command.add_parser, status_command.add_parser,
+            serve_command.add_parser)
 
 
 def main(argv: list[str] | None = None) -> int:
