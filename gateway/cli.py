@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from typing import Any
 
 from client.config import ClientConfig
@@ -30,7 +29,8 @@ def add_parser(subparsers: Any) -> None:
                         "('default': SmolLM2-135M-Instruct)")
     p.add_argument("--model-name", help="name the servers announce (default: the checkpoint's directory name)")
     add_config_flags(p, GatewayConfig)
-    p.set_defaults(run=run)
+    # other `swarm` commands log warnings only; a long-running service says what it does
+    p.set_defaults(run=run, log_level="INFO")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,9 +42,6 @@ def run(args: argparse.Namespace) -> int:
     from swarm.cli import run_event_loop
     from swarm.default_model import resolve_model
 
-    if not os.environ.get("SWARM_LOG_LEVEL") and logging.getLogger().level > logging.INFO:
-        # `swarm` commands log warnings only; a long-running service says where it listens
-        logging.getLogger("gateway").setLevel(logging.INFO)
     path = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoDistributedModelForCausalLM.from_pretrained(path, args.initial_peers, model_name=args.model_name,
