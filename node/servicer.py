@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -137,16 +138,19 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
 
     @grpc_errors
     async def Forward(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        began = time.perf_counter()  # latency: from the request to the answer's tensors
         async with self._batch_call(request_iterator, context, 1) as (call, peer):
             self.metrics.batch_calls.labels("forward").inc()
             mask = call.tensors[1] if len(call.tensors) > 1 else None
             out = await self.backend.forward(call.blocks, call.tensors[0], mask, peer, call.tuning)
             check_finite_output(out)
+        self.metrics.batch_seconds.labels("forward").observe(time.perf_counter() - began)
         for message in messages.encode_tensor_stream([out]):
             yield message
 
     @grpc_errors
     async def Backward(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        began = time.perf_counter()  # latency: from the request to the answer's tensors
         async with self._batch_call(request_iterator, context, 2) as (call, peer):
             self.metrics.batch_calls.labels("backward").inc()
             mask = call.tensors[2] if len(call.tensors) > 2 else None
@@ -154,6 +158,7 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
                                                              peer, call.tuning)
             for tensor in (grad, *tuning_grads):
                 check_finite_output(tensor)
+        self.metrics.batch_seconds.labels("backward").observe(time.perf_counter() - began)
         for message in messages.encode_tensor_stream([grad, *tuning_grads], backward=True):
             yield message
 

@@ -14,7 +14,6 @@ is logged, again after each move, and once more when draining starts.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import random
@@ -193,11 +192,13 @@ class RunningServer:
 
     def _export_metrics(self) -> None:
         allocator, executor = self.allocator, self.backend.executor
+        facts, state = self.facts, self.state
         self.metrics.cache_tokens_free.set_function(lambda: allocator.free)
+        self.metrics.cache_tokens_capacity.set(facts.cache_tokens)
         self.metrics.compute_queued.set_function(lambda: executor.queued)
-        for kind in Priority:
-            self.metrics.compute_busy_seconds.labels(kind.name.lower()).set_function(
-                functools.partial(executor.busy_seconds.__getitem__, kind))
+        self.metrics.count_busy_seconds(lambda: {kind.name.lower(): executor.busy_seconds[kind] for kind in Priority})
+        self.metrics.describe_server(lambda: {"model": facts.model, "blocks": str(state.blocks),
+                                              "version": facts.version, "server_id": facts.server_id})
 
     async def _drain(self) -> None:
         self.state.phase = ServerState.DRAINING

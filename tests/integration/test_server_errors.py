@@ -249,8 +249,8 @@ def test_metrics_count_steps_and_errors(llama_swarm: RunningSwarm) -> None:
     assert float(values['swarm_errors_total{code="NOT_FOUND"}']) > 0
     assert float(values["swarm_cache_tokens_free"]) == 4096
     # the compute thread ran steps (and the module's forward calls), and nothing waits now
-    assert float(values['swarm_compute_busy_seconds{kind="inference"}']) > 0
-    assert float(values['swarm_compute_busy_seconds{kind="batch"}']) > 0
+    assert float(values['swarm_compute_busy_seconds_total{kind="inference"}']) > 0
+    assert float(values['swarm_compute_busy_seconds_total{kind="batch"}']) > 0
     assert float(values["swarm_compute_queued"]) == 0
 
 
