@@ -15,6 +15,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"expected a positive number, got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -44,7 +51,7 @@ class GatewayConfig:
     """max_tokens of a request that does not say (OpenAI's legacy completions default, 16,
     cuts answers mid-sentence)."""
     update_period: float = field(default=2.0, metadata=flag(
-        "seconds between the web page's refreshes of the swarm map", metavar="S"))
+        "seconds between the web page's refreshes of the swarm map", metavar="S", parse=_positive_float))
     """How often the page polls /api/v1/swarm; the map is cached for a quarter of it."""
     ping_timeout: float = 1.0
     """Health ping of one server for /api/v1/swarm: a server that does not answer within it is

@@ -128,6 +128,8 @@ class Engine:
                   cancelled: threading.Event) -> None:
         """The worker: decodes token by token, emitting events (or the error that ended it)."""
         try:
+            if cancelled.is_set():  # the consumer left while this waited for a free thread
+                raise _Cancelled()
             text = TextStream(self.decode, sampling.stop)
             reason = self._decode(prompt_ids, sampling, text, emit, cancelled)
             emit(FinishEvent(reason, len(prompt_ids), len(text.token_ids), text.finish()))
