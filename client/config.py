@@ -65,6 +65,10 @@ class ClientConfig:
         "fraction of inference steps recomputed on a second server of the same blocks to catch "
         "lying servers (only where a replica exists)", metavar="F"))
     """Fraction of steps whose segments are recomputed on another server (0 = off, 1 = all)."""
+    adapter: str | None = field(default=None, metadata=flag(
+        "apply the LoRA adapter the swarm serves under this name (routes only through servers that "
+        "list it)", metavar="NAME"))
+    """A served adapter's name (`swarm-node start --adapter NAME=DIR`); None: the base model."""
     verify_seed: int | None = None
     """Seed of the step sampler (None: random); tests fix it."""
     map_ttl: float = 5.0

@@ -79,13 +79,15 @@ class RemoteSequential(torch.nn.Module):
         """Hidden states [batch, tokens, hidden] after these blocks (full sequences, no cache).
 
         `tuning`: deep prompts and LoRA factors (absolute block indices) the servers apply;
-        gradients flow back to its tensors (e.g. `nn.Parameter`s) as to `hidden_states`."""
+        gradients flow back to its tensors (e.g. `nn.Parameter`s) as to `hidden_states`.
+        Without it, the served adapter the client config names (if any) is applied."""
+        tuning = tuning or self._served_adapter()
         part = tuning.restricted(self.span) if tuning else None
         slots = [slot for slot, _ in part.slots()] if part else []
         tensors = part.tensors() if part else []
         scale = part.lora_scale if part else 1.0
         result: torch.Tensor = _RemoteFunction.apply(  # type: ignore[no-untyped-call]
-            hidden_states, attention_mask, self, (slots, scale), *tensors)
+            hidden_states, attention_mask, self, (slots, scale, part.adapter if part else ""), *tensors)
         return result
 
     def inference_session(self, max_length: int, batch_size: int = 1, dtype: torch.dtype = torch.float32,
@@ -93,11 +95,15 @@ class RemoteSequential(torch.nn.Module):
         """A KV-cache session over these blocks; step it with hidden states. With `tuning`,
         servers apply those deep prompts and LoRA factors (a snapshot: sent at open)."""
         snapshot = Tuning.from_slots([s for s, _ in tuning.slots()], [t.detach().clone() for t in tuning.tensors()],
-                                     tuning.lora_scale) if tuning else None
+                                     tuning.lora_scale) if tuning else self._served_adapter()
         remote = RemoteInferenceSession(self.client, self.model, self.num_blocks, self.span,
                                         batch_size, max_length, dtype, self.transport, self.verification,
                                         snapshot)
         return InferenceSession(remote, self.loop)
+
+    def _served_adapter(self) -> Tuning | None:
+        name = self.client.config.adapter
+        return Tuning(adapter=name) if name else None
 
     # ---- async work on the client loop ------------------------------------------
 
@@ -157,9 +163,10 @@ class _RemoteFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, mask: torch.Tensor | None, module: RemoteSequential,
-                layout: tuple[list[TuningSlot], float], *tensors: torch.Tensor) -> torch.Tensor:
-        slots, scale = layout
+                layout: tuple[list[TuningSlot], float, str], *tensors: torch.Tensor) -> torch.Tensor:
+        slots, scale, adapter = layout
         tuning = Tuning.from_slots(slots, [t.detach() for t in tensors], scale) if slots else None
+        tuning = Tuning(adapter=adapter) if adapter else tuning
         out, hops = module.loop.run(module.run_forward(module.span, hidden.detach(), mask, tuning))
         ctx.module, ctx.hops, ctx.mask, ctx.slots = module, hops, mask, slots
         return out

@@ -95,7 +95,11 @@ class SwarmClient:
                 old = found.get(entry.server_id)
                 if old is None or entry.issued_at > old.issued_at:
                     found[entry.server_id] = entry
-        self._snapshots[model] = _Snapshot(found, await self._records(found), now)
+        records = await self._records(found)
+        if self.config.adapter:  # only servers whose record lists it (no record: not known to have it)
+            found = {s: e for s, e in found.items()
+                     if s in records and self.config.adapter in records[s].adapters}
+        self._snapshots[model] = _Snapshot(found, records, now)
         return found
 
     async def _records(self, entries: dict[str, BlockEntry]) -> dict[str, ServerRecord]:

@@ -14,6 +14,8 @@ import torch
 from swarm.model.families import BlockStack, SessionCache
 from node.scheduler import DEFAULT_BATCH_SHARE, Priority, PriorityExecutor, Scheduling
 from node.validation import default_positions
+from swarm.errors import NotServed
+from swarm.model.families.tuning import check_tuning
 from swarm.records import BlockRange
 from swarm.tuning import Tuning
 
@@ -26,17 +28,31 @@ class BlockBackend:
     """Async facade over a `BlockStack`: inference steps, forward and backward passes."""
 
     def __init__(self, stack: BlockStack, scheduling: Scheduling = Scheduling.PRIORITY,
-                 batch_share: float = DEFAULT_BATCH_SHARE) -> None:
+                 batch_share: float = DEFAULT_BATCH_SHARE, adapters: dict[str, Tuning] | None = None) -> None:
         self.stack = stack
         self.executor = PriorityExecutor("torch", scheduling, batch_share)
         """The compute thread (its queue length is a health figure)."""
+        self.adapters = adapters or {}
+        """Served LoRA adapters by name (all blocks of the model: a move keeps them usable)."""
+
+    def check_tuning(self, tuning: Tuning, blocks: BlockRange, batch: int | None) -> None:
+        """InvalidInput (or NotServed for an unknown adapter name) unless `tuning` can be applied."""
+        if tuning.adapter:
+            if tuning.adapter not in self.adapters:
+                raise NotServed(f"adapter {tuning.adapter!r} is not served here; this server serves "
+                                f"{sorted(self.adapters) or 'none'}")
+            return
+        check_tuning(tuning, blocks, self.hidden_size, batch, self.stack.lora_targets())
+
+    def _resolved(self, tuning: Tuning | None, blocks: BlockRange) -> Tuning | None:
+        """A served adapter's own tensors in place of its name."""
+        if tuning is None or not tuning.adapter:
+            return tuning
+        return self.adapters[tuning.adapter].restricted(blocks) or None
 
     @property
     def hidden_size(self) -> int:
         return self.stack.info.hidden_size
-
-    def lora_targets(self) -> dict[str, tuple[int, int]]:
-        return self.stack.lora_targets()
 
     def close(self) -> None:
         self.executor.shutdown()
@@ -59,14 +75,15 @@ class BlockBackend:
     ) -> torch.Tensor:
         """Appends `hidden` at cache position `start` (dropping anything after it)."""
         return await self.executor.run(Priority.INFERENCE, run_step, self.stack, cache, blocks, hidden, start,
-                                        position_ids, attention_mask, tuning)
+                                        position_ids, attention_mask, self._resolved(tuning, blocks))
 
     async def forward(
         self, blocks: BlockRange, hidden: torch.Tensor, attention_mask: torch.Tensor | None, peer: str = "",
         tuning: Tuning | None = None,
     ) -> torch.Tensor:
         """The blocks' output; `peer` (the client address) has its share of batch work's time."""
-        stack = self.stack  # every piece on the same blocks even if a rebalancing move swaps them meanwhile
+        stack = self.stack
+        tuning = self._resolved(tuning, blocks)  # every piece on the same blocks even if a rebalancing move swaps them meanwhile
         mask, positions = _batch_inputs(hidden, attention_mask)
         out = hidden.to(stack.dtype)
         with self.executor.active(Priority.BATCH):
@@ -109,7 +126,8 @@ class BlockBackend:
         """
         stack = self.stack
         mask, positions = _batch_inputs(hidden, attention_mask)
-        leaves = _leaf_tuning(tuning)
+        served = self._resolved(tuning, blocks) if tuning is not None and tuning.adapter else None
+        leaves = _leaf_tuning(tuning) if served is None else None  # (no gradients for a served adapter)
         passes: list[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = []
         out = hidden.detach().to(stack.dtype)
         grad = grad_outputs.to(stack.dtype)
@@ -117,7 +135,7 @@ class BlockBackend:
         with self.executor.active(Priority.BATCH):
             for block in self._pieces(blocks):
                 inputs = out.detach().requires_grad_(True)
-                piece = leaves.restricted(block) if leaves else None
+                piece = leaves.restricted(block) if leaves else served.restricted(block) if served else None
                 out = await self.executor.run(Priority.BATCH, _graph_piece, stack, block, inputs, mask, positions,
                                               piece, peer=peer)
                 passes.append((inputs, out, piece.tensors() if piece else []))
@@ -155,7 +173,7 @@ def _leaf_tuning(tuning: Tuning | None) -> Tuning | None:
     if not tuning:
         return None
     slots = tuning.slots()
-    leaves = [t.detach().requires_grad_(True) for _, t in slots]
+    leaves = [t.detach().requires_grad_(True) for _, t in slots]  # (a served adapter's never come here)
     return Tuning.from_slots([s for s, _ in slots], leaves, tuning.lora_scale)
 
 

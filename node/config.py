@@ -44,6 +44,28 @@ def parse_batch_share(text: str) -> float:
 
 
 @dataclass(frozen=True)
+class AdapterSpec:
+    """A LoRA adapter to serve: `NAME=DIR` on the command line (DIR in PEFT's format)."""
+
+    name: str
+    path: Path
+
+    @classmethod
+    def parse(cls, text: str) -> AdapterSpec:
+        from swarm.codec.bodies import check_adapter_name
+        from swarm.errors import RecordRejected
+
+        name, sep, path = text.partition("=")
+        if not sep or not path:
+            raise ValueError(f"--adapter takes NAME=DIR, got {text!r}")
+        try:
+            check_adapter_name(name)
+        except RecordRejected as error:
+            raise ValueError(str(error)) from None
+        return cls(name, Path(path))
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Everything a block server needs to start. Times are in seconds."""
 
@@ -140,6 +162,10 @@ class ServerConfig:
     max_peer_inflight_bytes: int = field(default=384 << 20, metadata=flag(
         "most Forward/Backward request bytes one client address may have in flight"))
     """Cap on declared request bytes in flight from one client address (IP)."""
+    adapters: tuple[AdapterSpec, ...] = field(default=(), metadata=flag(
+        "serve PEFT LoRA adapter directories, each under its NAME; clients ask for one by name and "
+        "the server's record lists them", name="adapter", metavar="NAME=DIR"))
+    """LoRA adapters served next to the blocks."""
     max_tuning_bytes: int = field(default=256 << 20, metadata=flag(
         "most bytes of deep prompts and LoRA factors that open sessions may hold, all clients together "
         "(one client address: half)"))

@@ -34,7 +34,6 @@ from node.config import ServerConfig
 from node.error_mapping import SessionTimeout
 from node.limits import Overloaded, ShareLedger
 from swarm.model.families import SessionCache
-from swarm.model.families.tuning import check_tuning
 from node.metrics import ServerMetrics
 from node.push_client import PushClient
 from node.state import ServingState
@@ -136,8 +135,7 @@ class InferenceSessions:
         check_blocks(first.model, first.blocks, self.state.model_name, self.state.blocks)
         check_open(first, self.config.max_batch_size, self.config.max_session_length)
         if first.tuning is not None:
-            check_tuning(first.tuning, first.blocks, self.backend.hidden_size, first.batch_size,
-                         self.backend.lora_targets())
+            self.backend.check_tuning(first.tuning, first.blocks, first.batch_size)
         self.state.check_accepting()
         who = f"{first.session_id or '?'}[{first.blocks}]"
         tokens = first.batch_size * first.max_length

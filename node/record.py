@@ -42,6 +42,8 @@ class ServerFacts:
     """The KV-cache budget, tokens."""
     quantization: str = "none"
     version: str = swarm.__version__
+    adapters: tuple[str, ...] = ()
+    """Names of the LoRA adapters served (`--adapter`)."""
 
 
 @dataclass(frozen=True)
@@ -90,4 +92,5 @@ def build_record(facts: ServerFacts, state: ServingState, measurements: Measurem
         next_hop_rtt_ms=dict(measurements.next_hop_rtt_ms),
         model_num_blocks=facts.model_num_blocks,
         hidden_size=facts.hidden_size,
+        adapters=facts.adapters,
     )

@@ -65,7 +65,8 @@ class BlockServer:
             state = ServingState(config.model_name, blocks)
             grpc_server, address = self._bind()
             facts = ServerFacts(self.server_id, address, config.model_name, self.info.num_blocks,
-                                self.info.hidden_size, config.cache_tokens)
+                                self.info.hidden_size, config.cache_tokens,
+                                adapters=tuple(a.name for a in config.adapters))
             # JOINING: others see where we go before we load
             joining = build_record(facts, state, Measurements(), config.cache_tokens, "float32")
             await announce_record(dht, self.identity, joining, config.record_ttl, config.dht_timeout)

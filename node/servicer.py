@@ -34,7 +34,6 @@ from node.validation import (
 from swarm.codec import messages
 from swarm.codec.limits import TensorLimits
 from swarm.errors import InvalidInput, SwarmError
-from swarm.model.families.tuning import check_tuning
 from swarm.protocol import ForwardCall, ForwardHeader, InferenceRequest, ServerInfo
 from swarm.v1 import block_service_pb2_grpc
 
@@ -107,8 +106,7 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
         mask = call.tensors[expected] if len(call.tensors) > expected else None
         check_positions_and_mask(None, mask, hidden.shape[0], hidden.shape[1], hidden.shape[1])
         if call.tuning is not None:
-            check_tuning(call.tuning, call.blocks, self.backend.hidden_size, hidden.shape[0],
-                         self.backend.lora_targets())
+            self.backend.check_tuning(call.tuning, call.blocks, hidden.shape[0])
 
     @contextlib.asynccontextmanager
     async def _batch_call(self, requests: AsyncIterator[object], context: object, expected: int

@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from node.adapters import load_adapters
 from node.allocator import CacheAllocator
 from node.announcer import Announcer
 from node.backend import BlockBackend
@@ -90,7 +91,8 @@ class RunningServer:
         self.grpc_server = parts.grpc_server
         self.load = parts.load
         self.measurements = Measurements(compute=parts.compute)
-        self.backend = BlockBackend(parts.stack, config.scheduling, config.batch_share)
+        self.backend = BlockBackend(parts.stack, config.scheduling, config.batch_share,
+                                    load_adapters(config.adapters, parts.stack))
         self.allocator = CacheAllocator(config.cache_tokens, config.max_peer_cache_share,
                                         config.evict_idle_after)
         # pushes and probes to peers carry the token, over TLS if set (a private swarm)

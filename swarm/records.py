@@ -93,6 +93,8 @@ class ServerRecord:
     hidden_size: int = 0
     issued_at: float = 0.0
     expiration: float = 0.0
+    adapters: tuple[str, ...] = ()
+    """Names of the LoRA adapters the server applies on request (`--adapter NAME=DIR`)."""
 
 
 @dataclass(frozen=True)

@@ -61,9 +61,12 @@ class Tuning:
     lora: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     """(block, target) -> (A [r, in], B [out, r])."""
     lora_scale: float = 1.0
+    adapter: str = ""
+    """The name of a LoRA adapter the server holds (`swarm-node start --adapter`), instead of
+    tensors: the server applies its own copy (no tensors may come with a name)."""
 
     def __bool__(self) -> bool:
-        return bool(self.prompts or self.lora)
+        return bool(self.prompts or self.lora or self.adapter)
 
     def blocks(self) -> set[int]:
         return set(self.prompts) | {block for block, _ in self.lora}
@@ -71,7 +74,8 @@ class Tuning:
     def restricted(self, blocks: BlockRange) -> Tuning:
         """The part of this tuning that concerns `blocks`."""
         return Tuning({b: p for b, p in self.prompts.items() if blocks.start <= b < blocks.end},
-                      {k: v for k, v in self.lora.items() if blocks.start <= k[0] < blocks.end}, self.lora_scale)
+                      {k: v for k, v in self.lora.items() if blocks.start <= k[0] < blocks.end}, self.lora_scale,
+                      self.adapter)
 
     def slots(self) -> list[tuple[TuningSlot, torch.Tensor]]:
         """Every tensor with its slot, in the canonical (sorted) order of the wire."""

@@ -46,6 +46,14 @@ MAX_SPEED = 1e12
 """Largest speed (tokens/s) or latency (ms) a record may state; keeps float32 finite."""
 
 _QUANTIZATION_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
+MAX_ADAPTERS = 8
+"""Most served adapters a record may list (with names at their limit: ~0.5 KB more)."""
+
+
+def check_adapter_name(name: str) -> None:
+    """Raises RecordRejected unless `name` is 1..64 characters of [A-Za-z0-9._-]."""
+    if not (0 < len(name) <= 64 and all(c.isascii() and (c.isalnum() or c in "._-") for c in name)):
+        raise RecordRejected(f"adapter name {name!r} must be 1..64 characters of [A-Za-z0-9._-]")
 
 
 def _check_text(field: str, text: str, max_bytes: int) -> None:
@@ -119,6 +127,10 @@ def check_record(record: ServerRecord) -> None:
         if not is_server_id(peer):
             raise RecordRejected(f"next-hop key {peer!r} is not a server id")
         _check_speed("next-hop latency", rtt)
+    if len(record.adapters) > MAX_ADAPTERS or len(set(record.adapters)) != len(record.adapters):
+        raise RecordRejected(f"a record lists at most {MAX_ADAPTERS} distinct adapters, got {list(record.adapters)}")
+    for name in record.adapters:
+        check_adapter_name(name)
 
 
 def check_block_entry(entry: BlockEntry) -> None:
@@ -187,6 +199,7 @@ def record_to_proto(record: ServerRecord) -> record_pb2.ServerRecord:
         next_hop_rtt_ms=dict(record.next_hop_rtt_ms),
         model_num_blocks=record.model_num_blocks,
         hidden_size=record.hidden_size,
+        adapters=list(record.adapters),
     )
 
 
@@ -212,6 +225,7 @@ def record_from_proto(
         hidden_size=message.hidden_size,
         issued_at=issued_at,
         expiration=expiration,
+        adapters=tuple(message.adapters),
     )
     check_record(record)
     return record

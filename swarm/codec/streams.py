@@ -140,7 +140,9 @@ async def read_forward_header(
     headers = base + tuple(opened.tuning.tensors)
     sizes = _checked_headers(headers, limits, MAX_STREAM_TENSORS + MAX_TUNING_TENSORS)
     metas = tuple(torch.empty(tuple(h.shape), dtype=dtype_from_wire(h.dtype), device="meta") for h in headers)
-    tuning = build_tuning(slots, metas[len(base):], opened.tuning.lora_scale) if slots else None
+    has_tuning = bool(slots or opened.tuning.adapter)
+    tuning = build_tuning(slots, metas[len(base):], opened.tuning.lora_scale, opened.tuning.adapter) \
+        if has_tuning else None
     header = ForwardHeader(opened.model, blocks_from_wire(opened.blocks), metas[:len(base)], sum(sizes), tuning)
     return ForwardOpening(header, iterator, headers, tuple(sizes))
 
@@ -153,7 +155,7 @@ async def read_forward_payload(opening: ForwardOpening, limits: TensorLimits = D
     tuning = None
     if declared is not None:
         slots = [slot for slot, _ in declared.slots()]
-        tuning = build_tuning(slots, tensors[count:], declared.lora_scale)
+        tuning = build_tuning(slots, tensors[count:], declared.lora_scale, declared.adapter)
     return ForwardCall(opening.header.model, opening.header.blocks, tensors[:count], tuning)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
@@ -23,6 +24,7 @@ from swarm.v1 import block_service_pb2 as pb
 MAX_TARGET_CHARS = 128
 """Longest LoRA target path."""
 MAX_BLOCK_INDEX = 1 << 20
+MAX_ADAPTER_CHARS = 64
 
 
 def tuning_to_wire(tuning: Tuning, with_data: bool) -> pb.TuningHeader:
@@ -32,6 +34,7 @@ def tuning_to_wire(tuning: Tuning, with_data: bool) -> pb.TuningHeader:
         slots=[pb.TuningSlot(block=s.block, kind=int(s.kind), target=s.target) for s, _ in slots],
         tensors=[encode(t) for _, t in slots],
         lora_scale=tuning.lora_scale,
+        adapter=tuning.adapter,
     )
 
 
@@ -43,6 +46,8 @@ def slots_from_wire(header: pb.TuningHeader) -> list[TuningSlot]:
         raise CodecError(f"{len(header.slots)} tuning slots but {len(header.tensors)} tensors")
     if not math.isfinite(header.lora_scale):
         raise CodecError("lora_scale must be finite")
+    if header.adapter and (header.slots or len(header.adapter) > MAX_ADAPTER_CHARS):
+        raise CodecError(f"an adapter name ({MAX_ADAPTER_CHARS} characters at most) comes without tensors")
     slots = []
     for slot in header.slots:
         if slot.kind not in {k.value for k in SlotKind}:
@@ -55,9 +60,10 @@ def slots_from_wire(header: pb.TuningHeader) -> list[TuningSlot]:
     return slots
 
 
-def build_tuning(slots: Sequence[TuningSlot], tensors: Sequence[torch.Tensor], lora_scale: float) -> Tuning:
+def build_tuning(slots: Sequence[TuningSlot], tensors: Sequence[torch.Tensor], lora_scale: float,
+                 adapter: str = "") -> Tuning:
     try:
-        return Tuning.from_slots(slots, tensors, lora_scale)
+        return replace(Tuning.from_slots(slots, tensors, lora_scale), adapter=adapter)
     except ValueError as error:
         raise CodecError(f"tuning: {error}") from None
 
@@ -68,4 +74,4 @@ def tuning_from_wire(header: pb.TuningHeader, limits: TensorLimits = DEFAULT_LIM
     tensors = [decode_tensor(t, limits) for t in header.tensors]
     if sum(t.numel() * t.element_size() for t in tensors) > limits.max_bytes:
         raise CodecError(f"tuning tensors exceed {limits.max_bytes} bytes")
-    return build_tuning(slots, tensors, header.lora_scale)
+    return build_tuning(slots, tensors, header.lora_scale, header.adapter)

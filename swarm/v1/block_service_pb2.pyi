@@ -123,14 +123,16 @@ class TuningSlot(_message.Message):
     def __init__(self, block: _Optional[int] = ..., kind: _Optional[int] = ..., target: _Optional[str] = ...) -> None: ...
 
 class TuningHeader(_message.Message):
-    __slots__ = ("slots", "tensors", "lora_scale")
+    __slots__ = ("slots", "tensors", "lora_scale", "adapter")
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     LORA_SCALE_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
     slots: _containers.RepeatedCompositeFieldContainer[TuningSlot]
     tensors: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
     lora_scale: float
-    def __init__(self, slots: _Optional[_Iterable[_Union[TuningSlot, _Mapping]]] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., lora_scale: _Optional[float] = ...) -> None: ...
+    adapter: str
+    def __init__(self, slots: _Optional[_Iterable[_Union[TuningSlot, _Mapping]]] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., lora_scale: _Optional[float] = ..., adapter: _Optional[str] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
     __slots__ = ("open", "chunk")

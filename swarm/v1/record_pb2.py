@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from swarm.v1 import tensor_pb2 as swarm_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15swarm/v1/record.proto\x12\x08swarm.v1\x1a\x15swarm/v1/tensor.proto\"(\n\nBlockRange\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"h\n\nThroughput\x12\x1e\n\x16inference_tokens_per_s\x18\x01 \x01(\x01\x12\x1c\n\x14\x66orward_tokens_per_s\x18\x02 \x01(\x01\x12\x1c\n\x14network_tokens_per_s\x18\x03 \x01(\x01\"\xc3\x03\n\x0cServerRecord\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x06\x62locks\x18\x03 \x01(\x0b\x32\x14.swarm.v1.BlockRange\x12$\n\x05state\x18\x04 \x01(\x0e\x32\x15.swarm.v1.ServerState\x12(\n\nthroughput\x18\x05 \x01(\x0b\x32\x14.swarm.v1.Throughput\x12\x19\n\x11\x66ree_cache_tokens\x18\x06 \x01(\x04\x12\x14\n\x0c\x63\x61\x63he_tokens\x18\x07 \x01(\x04\x12\x1e\n\x05\x64type\x18\x08 \x01(\x0e\x32\x0f.swarm.v1.DType\x12\x14\n\x0cquantization\x18\t \x01(\t\x12\x0f\n\x07version\x18\n \x01(\t\x12\x41\n\x0fnext_hop_rtt_ms\x18\x0b \x03(\x0b\x32(.swarm.v1.ServerRecord.NextHopRttMsEntry\x12\x18\n\x10model_num_blocks\x18\x0c \x01(\r\x12\x13\n\x0bhidden_size\x18\r \x01(\r\x1a\x33\n\x11NextHopRttMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\xe0\x01\n\nBlockEntry\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12$\n\x06\x62locks\x18\x02 \x01(\x0b\x32\x14.swarm.v1.BlockRange\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.swarm.v1.ServerState\x12\x1e\n\x16inference_tokens_per_s\x18\x04 \x01(\x02\x12\x1c\n\x14\x66orward_tokens_per_s\x18\x05 \x01(\x02\x12\x19\n\x11\x66ree_cache_tokens\x18\x06 \x01(\x04\x12\x1c\n\x14network_tokens_per_s\x18\x07 \x01(\x02\"D\n\nModelEntry\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nnum_blocks\x18\x02 \x01(\r\x12\x13\n\x0bhidden_size\x18\x03 \x01(\r\"\xc0\x01\n\nDhtPayload\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tissued_at\x18\x02 \x01(\x01\x12\x12\n\nexpiration\x18\x03 \x01(\x01\x12(\n\x06record\x18\x04 \x01(\x0b\x32\x16.swarm.v1.ServerRecordH\x00\x12%\n\x05\x62lock\x18\x05 \x01(\x0b\x32\x14.swarm.v1.BlockEntryH\x00\x12%\n\x05model\x18\x06 \x01(\x0b\x32\x14.swarm.v1.ModelEntryH\x00\x42\x06\n\x04\x62ody\"E\n\x0bSignedEntry\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"2\n\x08\x44htValue\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.swarm.v1.SignedEntry*\x93\x01\n\x0bServerState\x12\x1c\n\x18SERVER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SERVER_STATE_JOINING\x10\x01\x12\x17\n\x13SERVER_STATE_ONLINE\x10\x02\x12\x19\n\x15SERVER_STATE_DRAINING\x10\x03\x12\x18\n\x14SERVER_STATE_OFFLINE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15swarm/v1/record.proto\x12\x08swarm.v1\x1a\x15swarm/v1/tensor.proto\"(\n\nBlockRange\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"h\n\nThroughput\x12\x1e\n\x16inference_tokens_per_s\x18\x01 \x01(\x01\x12\x1c\n\x14\x66orward_tokens_per_s\x18\x02 \x01(\x01\x12\x1c\n\x14network_tokens_per_s\x18\x03 \x01(\x01\"\xd5\x03\n\x0cServerRecord\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x06\x62locks\x18\x03 \x01(\x0b\x32\x14.swarm.v1.BlockRange\x12$\n\x05state\x18\x04 \x01(\x0e\x32\x15.swarm.v1.ServerState\x12(\n\nthroughput\x18\x05 \x01(\x0b\x32\x14.swarm.v1.Throughput\x12\x19\n\x11\x66ree_cache_tokens\x18\x06 \x01(\x04\x12\x14\n\x0c\x63\x61\x63he_tokens\x18\x07 \x01(\x04\x12\x1e\n\x05\x64type\x18\x08 \x01(\x0e\x32\x0f.swarm.v1.DType\x12\x14\n\x0cquantization\x18\t \x01(\t\x12\x0f\n\x07version\x18\n \x01(\t\x12\x41\n\x0fnext_hop_rtt_ms\x18\x0b \x03(\x0b\x32(.swarm.v1.ServerRecord.NextHopRttMsEntry\x12\x18\n\x10model_num_blocks\x18\x0c \x01(\r\x12\x13\n\x0bhidden_size\x18\r \x01(\r\x12\x10\n\x08\x61\x64\x61pters\x18\x0e \x03(\t\x1a\x33\n\x11NextHopRttMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"\xe0\x01\n\nBlockEntry\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12$\n\x06\x62locks\x18\x02 \x01(\x0b\x32\x14.swarm.v1.BlockRange\x12$\n\x05state\x18\x03 \x01(\x0e\x32\x15.swarm.v1.ServerState\x12\x1e\n\x16inference_tokens_per_s\x18\x04 \x01(\x02\x12\x1c\n\x14\x66orward_tokens_per_s\x18\x05 \x01(\x02\x12\x19\n\x11\x66ree_cache_tokens\x18\x06 \x01(\x04\x12\x1c\n\x14network_tokens_per_s\x18\x07 \x01(\x02\"D\n\nModelEntry\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nnum_blocks\x18\x02 \x01(\r\x12\x13\n\x0bhidden_size\x18\x03 \x01(\r\"\xc0\x01\n\nDhtPayload\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tissued_at\x18\x02 \x01(\x01\x12\x12\n\nexpiration\x18\x03 \x01(\x01\x12(\n\x06record\x18\x04 \x01(\x0b\x32\x16.swarm.v1.ServerRecordH\x00\x12%\n\x05\x62lock\x18\x05 \x01(\x0b\x32\x14.swarm.v1.BlockEntryH\x00\x12%\n\x05model\x18\x06 \x01(\x0b\x32\x14.swarm.v1.ModelEntryH\x00\x42\x06\n\x04\x62ody\"E\n\x0bSignedEntry\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"2\n\x08\x44htValue\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.swarm.v1.SignedEntry*\x93\x01\n\x0bServerState\x12\x1c\n\x18SERVER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SERVER_STATE_JOINING\x10\x01\x12\x17\n\x13SERVER_STATE_ONLINE\x10\x02\x12\x19\n\x15SERVER_STATE_DRAINING\x10\x03\x12\x18\n\x14SERVER_STATE_OFFLINE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,24 +34,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SERVERRECORD_NEXTHOPRTTMSENTRY']._loaded_options = None
   _globals['_SERVERRECORD_NEXTHOPRTTMSENTRY']._serialized_options = b'8\001'
-  _globals['_SERVERSTATE']._serialized_start=1276
-  _globals['_SERVERSTATE']._serialized_end=1423
+  _globals['_SERVERSTATE']._serialized_start=1294
+  _globals['_SERVERSTATE']._serialized_end=1441
   _globals['_BLOCKRANGE']._serialized_start=58
   _globals['_BLOCKRANGE']._serialized_end=98
   _globals['_THROUGHPUT']._serialized_start=100
   _globals['_THROUGHPUT']._serialized_end=204
   _globals['_SERVERRECORD']._serialized_start=207
-  _globals['_SERVERRECORD']._serialized_end=658
-  _globals['_SERVERRECORD_NEXTHOPRTTMSENTRY']._serialized_start=607
-  _globals['_SERVERRECORD_NEXTHOPRTTMSENTRY']._serialized_end=658
-  _globals['_BLOCKENTRY']._serialized_start=661
-  _globals['_BLOCKENTRY']._serialized_end=885
-  _globals['_MODELENTRY']._serialized_start=887
-  _globals['_MODELENTRY']._serialized_end=955
-  _globals['_DHTPAYLOAD']._serialized_start=958
-  _globals['_DHTPAYLOAD']._serialized_end=1150
-  _globals['_SIGNEDENTRY']._serialized_start=1152
-  _globals['_SIGNEDENTRY']._serialized_end=1221
-  _globals['_DHTVALUE']._serialized_start=1223
-  _globals['_DHTVALUE']._serialized_end=1273
+  _globals['_SERVERRECORD']._serialized_end=676
+  _globals['_SERVERRECORD_NEXTHOPRTTMSENTRY']._serialized_start=625
+  _globals['_SERVERRECORD_NEXTHOPRTTMSENTRY']._serialized_end=676
+  _globals['_BLOCKENTRY']._serialized_start=679
+  _globals['_BLOCKENTRY']._serialized_end=903
+  _globals['_MODELENTRY']._serialized_start=905
+  _globals['_MODELENTRY']._serialized_end=973
+  _globals['_DHTPAYLOAD']._serialized_start=976
+  _globals['_DHTPAYLOAD']._serialized_end=1168
+  _globals['_SIGNEDENTRY']._serialized_start=1170
+  _globals['_SIGNEDENTRY']._serialized_end=1239
+  _globals['_DHTVALUE']._serialized_start=1241
+  _globals['_DHTVALUE']._serialized_end=1291
 # @@protoc_insertion_point(module_scope)

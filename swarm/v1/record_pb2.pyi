@@ -40,7 +40,7 @@ class Throughput(_message.Message):
     def __init__(self, inference_tokens_per_s: _Optional[float] = ..., forward_tokens_per_s: _Optional[float] = ..., network_tokens_per_s: _Optional[float] = ...) -> None: ...
 
 class ServerRecord(_message.Message):
-    __slots__ = ("address", "model", "blocks", "state", "throughput", "free_cache_tokens", "cache_tokens", "dtype", "quantization", "version", "next_hop_rtt_ms", "model_num_blocks", "hidden_size")
+    __slots__ = ("address", "model", "blocks", "state", "throughput", "free_cache_tokens", "cache_tokens", "dtype", "quantization", "version", "next_hop_rtt_ms", "model_num_blocks", "hidden_size", "adapters")
     class NextHopRttMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class ServerRecord(_message.Message):
     NEXT_HOP_RTT_MS_FIELD_NUMBER: _ClassVar[int]
     MODEL_NUM_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ADAPTERS_FIELD_NUMBER: _ClassVar[int]
     address: str
     model: str
     blocks: BlockRange
@@ -74,7 +75,8 @@ class ServerRecord(_message.Message):
     next_hop_rtt_ms: _containers.ScalarMap[str, float]
     model_num_blocks: int
     hidden_size: int
-    def __init__(self, address: _Optional[str] = ..., model: _Optional[str] = ..., blocks: _Optional[_Union[BlockRange, _Mapping]] = ..., state: _Optional[_Union[ServerState, str]] = ..., throughput: _Optional[_Union[Throughput, _Mapping]] = ..., free_cache_tokens: _Optional[int] = ..., cache_tokens: _Optional[int] = ..., dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., quantization: _Optional[str] = ..., version: _Optional[str] = ..., next_hop_rtt_ms: _Optional[_Mapping[str, float]] = ..., model_num_blocks: _Optional[int] = ..., hidden_size: _Optional[int] = ...) -> None: ...
+    adapters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, address: _Optional[str] = ..., model: _Optional[str] = ..., blocks: _Optional[_Union[BlockRange, _Mapping]] = ..., state: _Optional[_Union[ServerState, str]] = ..., throughput: _Optional[_Union[Throughput, _Mapping]] = ..., free_cache_tokens: _Optional[int] = ..., cache_tokens: _Optional[int] = ..., dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., quantization: _Optional[str] = ..., version: _Optional[str] = ..., next_hop_rtt_ms: _Optional[_Mapping[str, float]] = ..., model_num_blocks: _Optional[int] = ..., hidden_size: _Optional[int] = ..., adapters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BlockEntry(_message.Message):
     __slots__ = ("address", "blocks", "state", "inference_tokens_per_s", "forward_tokens_per_s", "free_cache_tokens", "network_tokens_per_s")
