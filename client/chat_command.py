@@ -16,8 +16,9 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from client.command_setup import check_target, explained, load
+from client.command_setup import check_target, explained, load, positive_int, ranged_float
 from client.config import ClientConfig
+from swarm.cli_edge import UsageError
 from swarm.config_flags import add_config_flags
 from swarm.errors import NoRoute
 
@@ -36,9 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                         "('default': SmolLM2-135M-Instruct)")
     p.add_argument("--model-name", help="name the servers announce (default: the checkpoint's directory name)")
     p.add_argument("--system", help="a system message to start the conversation with")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="most tokens per reply (default 256)")
-    p.add_argument("--max-length", type=int, default=2048, help="most tokens in the whole chat (default 2048)")
-    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 = greedy (default)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="most tokens per reply (default 256)")
+    p.add_argument("--max-length", type=positive_int, default=2048, help="most tokens in the whole chat (default 2048)")
+    p.add_argument("--temperature", type=ranged_float(0.0), default=0.0,
+                   help="sampling temperature; 0 = greedy (default)")
     p.set_defaults(run=run)
 
 
@@ -48,6 +50,9 @@ def _conversation_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[in
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.max_new_tokens >= args.max_length:  # no reply would fit the chat's session
+        raise UsageError(f"--max-new-tokens {args.max_new_tokens} leaves no room for the conversation in "
+                         f"--max-length {args.max_length}; give a larger --max-length or fewer new tokens")
     target = check_target(args)  # cheap checks first: model, DHT, a server for every block
     tokenizer, model = load(target)
     try:

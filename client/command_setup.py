@@ -15,6 +15,7 @@ Not here: sampling and printing (the commands), routing (`client.routing`).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,34 @@ from swarm.model_names import model_name_of
 
 if TYPE_CHECKING:
     from client.model import DistributedModelForCausalLM
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1, refused with the reason."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def ranged_float(low: float, high: float = float("inf"), *, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number in [low, high] ((low, high] when `low_open`), refused with the reason."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (value > low if low_open else value >= low) or value > high or value != value:
+            bound = f"more than {low:g}" if low_open else f"at least {low:g}"
+            upper = f" and at most {high:g}" if high != float("inf") else ""
+            raise argparse.ArgumentTypeError(f"must be {bound}{upper}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
 @dataclass(frozen=True)

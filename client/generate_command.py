@@ -13,7 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from client.command_setup import check_target, explained, load
+from client.command_setup import check_target, explained, load, positive_int, ranged_float
 from client.config import ClientConfig
 from swarm.config_flags import add_config_flags
 from swarm.errors import NoRoute
@@ -36,12 +36,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--model-name", help="name the servers announce (default: the checkpoint's directory name)")
     p.add_argument("--prompt", required=True, help="the prompt (or the user message with --chat)")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="most tokens to generate (default 64)")
-    p.add_argument("--temperature", type=float, default=0.0,
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="most tokens to generate (default 64)")
+    p.add_argument("--temperature", type=ranged_float(0.0), default=0.0,
                    help="sampling temperature; 0 = greedy (default)")
-    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
-    p.add_argument("--repetition-penalty", type=float, default=None, help="transformers' repetition penalty")
+    p.add_argument("--top-k", type=positive_int, default=None, help="sample from the k most likely tokens")
+    p.add_argument("--top-p", type=ranged_float(0.0, 1.0, low_open=True), default=None,
+                   help="nucleus sampling threshold, 0 < P <= 1")
+    p.add_argument("--repetition-penalty", type=ranged_float(0.0, low_open=True), default=None,
+                   help="transformers' repetition penalty, > 0 (1: none)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end instead of streaming")
     p.set_defaults(run=run)
 

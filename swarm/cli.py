@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from swarm.cli_edge import OneLineParser, run_at_edge
 from swarm.logs import setup_logging
+from swarm.progress import quiet_library_bars
 
 AddParser = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -30,6 +31,7 @@ def run_cli(prog: str, description: str | None, commands: Sequence[AddParser], a
     args = parser.parse_args(argv)
     level = getattr(args, "log_level", None) or ("WARNING" if quiet else "INFO")
     setup_logging(args.verbose, default_level=level)
+    quiet_library_bars()  # no `\r` fragments from the libraries' bars in logs either
     return run_at_edge(prog, lambda: int(args.run(args)), verbose=args.verbose)
 
 

@@ -5,6 +5,8 @@ file (a server under systemd or docker, a launcher's log, `2> file`). So `progre
 gives a tqdm bar when stderr is a terminal, and otherwise a `LogProgress` that logs
 "DESC: N/TOTAL UNIT (P%)" at INFO at most every `LOG_INTERVAL` seconds, and once when done.
 Both take the same calls: iterate, `update(n)`, `set_postfix_str(text)`, `close()`, `with`.
+`quiet_library_bars()` does the same for the bars of huggingface_hub and transformers
+(off where stderr is no terminal).
 
 Not here: what is measured (the callers), logging setup (`swarm.logs`).
 """
@@ -34,6 +36,21 @@ def progress_bar(iterable: Iterable[T] | None = None, *, desc: str, total: float
 
         return tqdm(iterable, desc=desc, total=total, unit=unit, unit_scale=unit_scale)
     return LogProgress(iterable, desc=desc, total=total, unit=unit, unit_scale=unit_scale, enabled=enabled)
+
+
+def quiet_library_bars() -> None:
+    """Turns off huggingface_hub's and transformers' own tqdm bars when stderr is no terminal.
+
+    Call before transformers is imported (it reads the setting once). An explicit
+    HF_HUB_DISABLE_PROGRESS_BARS in the environment is left to win.
+    """
+    if sys.stderr.isatty():
+        return
+    from huggingface_hub import constants
+    from huggingface_hub.utils.tqdm import disable_progress_bars
+
+    if constants.HF_HUB_DISABLE_PROGRESS_BARS is None:
+        disable_progress_bars()
 
 
 class LogProgress(Generic[T]):

@@ -103,7 +103,7 @@ def _check_weights(directory: Path) -> None:
         files = {"model.safetensors"}
     else:
         raise ModelUnavailable(f"{directory} has no model.safetensors or model.safetensors.index.json (only "
-                               "safetensors checkpoints are read); save it with save_pretrained(safe_serialization=True)")
+                               "safetensors checkpoints are read); save it with save_pretrained()")
     for name in sorted(files):
         problem = _safetensors_problem(directory / str(name))
         if problem is not None:

@@ -92,6 +92,12 @@ MISTAKES = (
             ("cannot be reached", "pass a checkpoint directory")),
     Mistake("client without --prompt", ("swarm", "generate", "--initial-peers", "{dead}"), 2,
             ("--prompt", "--help")),
+    Mistake("negative temperature", ("swarm", "generate", "--initial-peers", "{dead}", "--prompt", "hi",
+                                     "--temperature", "-1"), 2,
+            ("argument --temperature: must be at least 0, got -1", "--help")),
+    Mistake("chat replies longer than the chat", ("swarm", "chat", "--initial-peers", "{dead}", "--model",
+                                                  "{model}", "--max-new-tokens", "300", "--max-length", "256"), 2,
+            ("--max-new-tokens 300 leaves no room", "give a larger --max-length")),
     # a silent DHT address: one DHT request timeout (1 s) is the stated network wait
     Mistake("wrong peers, generate", ("swarm", "generate", "--initial-peers", "{dead}", "--model", "{model}",
                                       "--prompt", "hi"), 1,
