@@ -1,4 +1,4 @@
-"""A real server's /metrics: who it is, its cache, its process, call latencies, busy time."""
+"""A real server's /metrics (who it is, its cache, its process, call latencies, busy time) and health probe."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import swarm
 from client import AutoDistributedModelForCausalLM
+from node.healthcheck import main as healthcheck_main
 from tests.integration.conftest import RunningSwarm
 from tests.integration.slicing_models import VOCAB
 
@@ -57,3 +58,9 @@ def test_metrics_only_on_their_path(llama_swarm: RunningSwarm) -> None:
         with pytest.raises(urllib.error.HTTPError) as error:
             urllib.request.urlopen(f"{base}{path}", timeout=5)
         assert error.value.code == 404, path
+
+
+def test_container_healthcheck_probe(llama_swarm: RunningSwarm) -> None:
+    # the Dockerfile's HEALTHCHECK: 0 while a server says SERVING, 1 when nothing answers
+    assert healthcheck_main([llama_swarm.servers[0].address]) == 0
+    assert healthcheck_main(["127.0.0.1:1", "--timeout", "1"]) == 1
