@@ -37,7 +37,7 @@ print('\n'.join(p['dependencies'] + p['optional-dependencies']['gguf']))" > /tmp
 COPY . .
 RUN pip install --no-deps .
 
-USER swarm
+USER 10001:10001
 RUN python -m swarm.default_model
 
 # gRPC (TCP) and DHT (UDP) ports used by docker-compose.yml

