@@ -69,13 +69,15 @@ class Target:
     """The model's name on the swarm (what servers announce)."""
     config: ClientConfig
     """The client's settings from the command line."""
+    num_blocks: int | None = None
+    """Blocks per the checkpoint's config.json (None: it does not say)."""
 
 
 def check_target(args: argparse.Namespace) -> Target:
     """The checked model and swarm; raises a one-line error (`swarm.cli_edge`) if unusable."""
     source = check_model_source(args.model)
     config = config_from_args(ClientConfig, args)
-    target = Target(source.path, args.model_name or model_name_of(source.path), config)
+    target = Target(source.path, args.model_name or model_name_of(source.path), config, source.num_blocks)
     check_swarm(target)
     return target
 
@@ -86,7 +88,7 @@ def check_swarm(target: Target) -> None:
 
     async def look() -> int:
         async with joined_dht(target.config.initial_peers, security.swarm_token, target.config.dht_timeout) as dht:
-            problem = await swarm_problem(dht, target.name)
+            problem = await swarm_problem(dht, target.name, target.num_blocks)
         if problem is not None:
             raise NotOnSwarm(problem)
         return 0

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 
 from swarm.addresses import PeerAddress
 from swarm.dht import DhtConfig, SwarmDHT, SwarmMap
+from swarm.dht.swarm_map import AnnouncedModel
 from swarm.errors import SwarmError
 
 MAX_MODELS_LISTED = 8
@@ -51,18 +52,27 @@ async def joined_dht(peers: Sequence[PeerAddress], swarm_token: str | None,
         yield dht
 
 
-async def swarm_problem(dht: SwarmDHT, model: str) -> str | None:
-    """What keeps a route through `model` from existing, in one line; None if every block has a server."""
+async def swarm_problem(dht: SwarmDHT, model: str, num_blocks: int | None = None) -> str | None:
+    """What keeps a route through `model` from existing, in one line; None if every block has a server.
+
+    `num_blocks` is what the client's checkpoint says: a swarm model of another size is
+    another model (a wrong --model or --model-name), whose route would end in NoRoute.
+    """
     swarm_map = await dht.get_swarm_map(model)
-    if swarm_map.complete:
-        return None
     if swarm_map.num_blocks == 0:
         return f"model {model!r} is not served on this swarm; {await served_models(dht)}"
+    if num_blocks is not None and num_blocks != swarm_map.num_blocks:
+        return (f"the swarm's {model} has {swarm_map.num_blocks} blocks, the checkpoint given with --model has "
+                f"{num_blocks}: pass --model the checkpoint its servers serve (or the --model-name of yours)")
+    if swarm_map.complete:
+        return None
     missing = block_spans(swarm_map.uncovered_blocks)
     what = "block" if len(swarm_map.uncovered_blocks) == 1 else "blocks"
+    others = [i for i in await dht.list_models() if i.model != model][:MAX_MODELS_LISTED]
+    also = f"; the swarm also serves: {', '.join(_shown(i) for i in others)}" if others else ""
     return (f"no live server holds {what} {missing} of {model} ({_served_part(swarm_map)}); "
             f"start a server for them (swarm-node start --model ... --blocks {missing.split(', ')[0]}) "
-            f"or wait for one to join")
+            f"or wait for one to join{also}")
 
 
 _PICK_ONE = "pass --model-name with one of these (or --model with its checkpoint)"
@@ -73,10 +83,13 @@ async def served_models(dht: SwarmDHT, advice: str = _PICK_ONE) -> str:
     infos = await dht.list_models()
     if not infos:
         return "no model is announced on it yet (servers announce within their --update-period)"
-    shown = [f"{i.model} ({i.num_blocks} blocks, {i.num_servers} server{'s' if i.num_servers != 1 else ''})"
-             for i in infos[:MAX_MODELS_LISTED]]
+    shown = [_shown(i) for i in infos[:MAX_MODELS_LISTED]]
     more = f" and {len(infos) - MAX_MODELS_LISTED} more" if len(infos) > MAX_MODELS_LISTED else ""
     return f"it serves: {', '.join(shown)}{more}; {advice}"
+
+
+def _shown(info: AnnouncedModel) -> str:
+    return f"{info.model} ({info.num_blocks} blocks, {info.num_servers} server{'s' if info.num_servers != 1 else ''})"
 
 
 def block_spans(blocks: Sequence[int]) -> str:

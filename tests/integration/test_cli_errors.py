@@ -113,10 +113,15 @@ MISTAKES = (
              "tiny-llama (6 blocks, 1 server)", "pass --model-name with one of these"), swarm=True),
     Mistake("blocks without a server", ("swarm", "generate", "--initial-peers", "{peers}", "--model", "{half}",
                                         "--prompt", "hi"), 1,
-            ("no live server holds blocks 4:6 of tiny-half", "start a server for them"), swarm=True),
+            ("no live server holds blocks 4:6 of tiny-half (live servers hold 0:4 of its 6 blocks)",
+             "start a server for them", "the swarm also serves: tiny-llama (6 blocks, 1 server)"), swarm=True),
     Mistake("blocks without a server, chat", ("swarm", "chat", "--initial-peers", "{peers}", "--model",
                                               "{half}"), 1,
             ("no live server holds blocks 4:6 of tiny-half", "start a server for them"), swarm=True),
+    Mistake("a checkpoint of another size", ("swarm", "generate", "--initial-peers", "{peers}", "--model",
+                                             "{four}", "--model-name", "tiny-llama", "--prompt", "hi"), 1,
+            ("the swarm's tiny-llama has 6 blocks, the checkpoint given with --model has 4",
+             "pass --model the checkpoint its servers serve"), swarm=True),
     Mistake("status of an unknown model", ("swarm", "status", "--initial-peers", "{peers}", "--model", "nope"), 1,
             ("'nope' is not announced on the swarm", "it serves: tiny-half", "pass --model with one of these"),
             swarm=True),
@@ -133,6 +138,7 @@ class Places:
     plain_dir: Path
     truncated: Path
     no_weights: Path
+    four: Path
     dead: str
     taken: int
     peers: str = ""
@@ -166,11 +172,12 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Places]:
         shutil.copy(model / "config.json", directory)
     weights = (model / "model.safetensors").read_bytes()
     (truncated / "model.safetensors").write_bytes(weights[: len(weights) // 2])  # an interrupted download
+    four = save_checkpoint("llama", root / "tiny-four", layers=4)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         silent.bind(("127.0.0.1", 0))  # bound, never answers: a DHT address nobody serves
         taken.bind(("127.0.0.1", 0))  # a DHT port in use
-        yield Places(model, half, root / "weights.bin", root / "plain", truncated, no_weights,
+        yield Places(model, half, root / "weights.bin", root / "plain", truncated, no_weights, four,
                      f"127.0.0.1:{silent.getsockname()[1]}", taken.getsockname()[1])
 
 
