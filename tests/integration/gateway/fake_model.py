@@ -82,11 +82,11 @@ class _Session:
 
 class _Layers:
     def __init__(self) -> None:
-        self.sessions_opened = 0
+        self.sessions: list[_Session] = []
 
     def inference_session(self, max_length: int, batch_size: int, dtype: torch.dtype) -> _Session:
-        self.sessions_opened += 1
-        return _Session()
+        self.sessions.append(_Session())
+        return self.sessions[-1]
 
 
 class FakeModel:

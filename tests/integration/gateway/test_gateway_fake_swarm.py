@@ -183,6 +183,28 @@ def test_errors_through_the_openai_client_then_still_serving(api: openai.OpenAI)
     assert chat(api).choices[0].message.content == ANSWER
 
 
+def test_a_prompt_past_the_context_is_refused(gateway: Gateway) -> None:
+    body = json.dumps({"prompt": "x" * 4090, "max_tokens": 10}).encode()
+    status, answer = post(gateway, "/v1/completions", body)
+    assert status == 400 and answer["error"]["code"] == "context_length_exceeded"
+    assert "4096" in answer["error"]["message"]
+
+
+def test_a_client_that_leaves_mid_stream_stops_its_generation(gateway: Gateway) -> None:
+    layers = gateway.engine.model.layers
+    request = urllib.request.Request(f"http://{gateway.http_address}/v1/completions", headers={
+        "Content-Type": "application/json"}, data=b'{"prompt": "hi", "stream": true, "temperature": 0}')
+    with urllib.request.urlopen(request, timeout=30) as response:
+        for _ in range(3):
+            assert response.readline().startswith(b"data: ")
+            response.readline()
+        session = layers.sessions[-1]
+    time.sleep(20 * STEP_S)
+    steps = session.steps
+    time.sleep(20 * STEP_S)
+    assert session.steps == steps < len(ANSWER.encode())  # stopped, well before the end
+
+
 def test_unknown_path_and_models(gateway: Gateway, api: openai.OpenAI) -> None:
     assert [m.id for m in api.models.list()] == ["fake-model"]
     status, answer = post(gateway, "/v1/embeddings", b"{}")

@@ -29,17 +29,21 @@ ANSWER = "The capital of France is Paris."
 MAX_TOKENS = 24
 
 
-@pytest.fixture(scope="module")
-def reference(served: Served) -> dict[str, Any]:
-    """`swarm generate --chat --json`, greedy, through the same swarm."""
+def swarm_generate(served: Served, prompt: str, max_tokens: int, *flags: str) -> dict[str, Any]:
+    """`swarm generate --json` (greedy) through the same swarm."""
     command = [sys.executable, "-m", "client.cli", "generate", "--initial-peers", *served.swarm.initial_peers,
-               "--model", served.model_dir, "--prompt", PROMPT, "--chat", "--max-new-tokens", str(MAX_TOKENS),
-               "--json"]
+               "--model", served.model_dir, "--prompt", prompt, "--max-new-tokens", str(max_tokens), "--json",
+               *flags]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False,
                           env={**os.environ, "SWARM_LOG_LEVEL": "WARNING"})
     assert done.returncode == 0, done.stderr[-3000:]
     answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return answer
+
+
+@pytest.fixture(scope="module")
+def reference(served: Served) -> dict[str, Any]:
+    return swarm_generate(served, PROMPT, MAX_TOKENS, "--chat")
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +69,15 @@ def test_openai_client_gets_the_cli_answer(api: openai.OpenAI, reference: dict[s
     assert "".join(chunks) == ANSWER
     assert sum(1 for c in chunks if c) >= 5  # streamed token by token
     print(f"streamed {len(chunks)} chunks in {elapsed:.2f} s")
+
+
+def test_plain_completion_equals_the_cli(api: openai.OpenAI, served: Served) -> None:
+    prompt, tokens = "The capital of France is", 12
+    expected = swarm_generate(served, prompt, tokens)
+    got = api.completions.create(model="SmolLM2-135M-Instruct", prompt=prompt, max_tokens=tokens, temperature=0)
+    assert got.choices[0].text == expected["text"]
+    assert got.choices[0].text.startswith(" Paris")
+    assert got.usage is not None and got.usage.completion_tokens == len(expected["tokens"])
 
 
 def test_grpc_chat_tokens_equal_the_cli(served: Served, reference: dict[str, Any]) -> None:
