@@ -55,10 +55,11 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
     model=model, tokenizer=tokenizer)` works.
     """
 
-    # attention runs on the servers: whatever the config names, the client has nothing to check
+    # attention and experts run on the servers: whatever the config names, the client has nothing to check
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
+    _can_set_experts_implementation_cached_value = True  # the same for mixture-of-experts blocks (Mixtral)
 
     def __init__(self, head: ClientHead, model_name: str, client: SwarmClient, loop: LoopThread,
                  generation_config: GenerationConfig) -> None:
