@@ -160,7 +160,7 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
         hf_generate: Any = super().generate  # type: ignore[misc]  # its self type is a Protocol of transformers'
         try:
             out = hf_generate(input_ids, generation_config, logits_processor, stopping_criteria,
-                                   prefix_allowed_tokens_fn, streamer=streamer, past_key_values=cache, **kwargs)
+                              prefix_allowed_tokens_fn, streamer=streamer, past_key_values=cache, **kwargs)
         finally:
             cache.close()
         if session is None:
