@@ -6,6 +6,7 @@ from importlib import metadata
 
 import pytest
 
+from client.cli import main as swarm_main
 from node.cli import main as node_main
 from swarm.version import answer_version_flag, version
 
@@ -18,6 +19,11 @@ def test_version_is_the_installed_distributions() -> None:
 def test_swarm_node_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert node_main(["--version"]) == 0
     assert capsys.readouterr().out == f"swarm-node {version()}\n"
+
+
+def test_swarm_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert swarm_main(["--version"]) == 0
+    assert capsys.readouterr().out == f"swarm {version()}\n"
 
 
 def test_only_a_lone_version_flag_answers(capsys: pytest.CaptureFixture[str]) -> None:
