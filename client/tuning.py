@@ -157,3 +157,23 @@ def tuned_logits(head: ClientHead, layers: RemoteSequential, tuning: TrainableTu
     embeds, mask = tuning.prepend(head.embed(input_ids), attention_mask)
     hidden = layers(embeds, mask, tuning=tuning.tuning())
     return head.logits(hidden[:, tuning.pre_seq_len:])
+
+
+@torch.no_grad()
+def tuned_greedy(head: ClientHead, layers: RemoteSequential, tuning: TrainableTuning, input_ids: torch.Tensor,
+                 max_new_tokens: int, stop_ids: Sequence[int] = ()) -> torch.Tensor:
+    """Greedy continuation of `input_ids` [1, T] in one swarm session opened with the tuning
+    (the trainable prefix goes first in the prefill); stops after a token in `stop_ids`."""
+    if input_ids.shape[0] != 1:
+        raise InvalidInput(f"tuned_greedy decodes one sequence at a time, got a batch of {input_ids.shape[0]}")
+    embeds, _ = tuning.prepend(head.embed(input_ids), None)
+    out = input_ids
+    with layers.inference_session(embeds.shape[1] + max_new_tokens, tuning=tuning.tuning()) as session:
+        hidden = session.step(embeds)
+        for _ in range(max_new_tokens):
+            token = head.logits(hidden[:, -1:]).argmax(-1)
+            out = torch.cat([out, token], dim=1)
+            if int(token) in stop_ids:
+                break
+            hidden = session.step(head.embed(token))
+    return out

@@ -8,6 +8,7 @@ they are not timed tests.
     local   the default model through a 3-server loopback swarm vs. one local process
     wan     the same over simulated wide-area links
     mixed   decoding next to a training client on one server: priority, strict, fifo queue
+    finetune  a LoRA training step (forward + backward + AdamW) through the swarm vs. locally
 
 To add one: write `devtools/bench/<name>.py` with `main(argv)` and list it below.
 """
@@ -18,6 +19,7 @@ SUBCOMMANDS: dict[str, str] = {
     "local": "per-token and batch-forward latency: loopback swarm vs. local transformers",
     "wan": "latency over simulated wide-area links",
     "mixed": "decoding next to a training client: priority vs. strict priority vs. fifo queue",
+    "finetune": "a LoRA training step through a loopback swarm vs. the same step locally (peft)",
 }
 """Subcommand name -> one-line description; the module is devtools.bench.<name>."""
 

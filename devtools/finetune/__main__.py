@@ -1,0 +1,5 @@
+import sys
+
+from devtools.finetune.run import main
+
+sys.exit(main())
