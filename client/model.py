@@ -19,6 +19,7 @@ import copy
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from dataclasses import replace
 from typing import Any, cast
 
@@ -34,14 +35,17 @@ from client.config import ClientConfig
 from client.generation import DecodingState, checked_config, default_attention_mask, positions_of, rows_of
 from client.remote_cache import RemoteCache
 from swarm.errors import InvalidInput
+from swarm.model.families import family_class
 from swarm.model.head import ClientHead, load_client_head
 from client.remote_sequential import RemoteSequential
 from client.runtime import LoopThread, shared_loop
 from client.session_handle import InferenceSession
+from client.tuning import TrainableTuning, TuningMode, tuned_logits
 from client.swarm_client import SwarmClient
 from swarm import settings
 from swarm.addresses import PeerAddress
 from swarm.model_names import model_name_of
+from swarm.tuning import Tuning
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +75,20 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
         self.generation_config = generation_config
         self.layers = RemoteSequential(client, loop, model_name, head.info.num_blocks)
         self._session: InferenceSession | None = None
+        self.tuning: TrainableTuning | None = None
+        """Trainable prompts or LoRA factors (`from_pretrained(tuning_mode=...)`): with them set,
+        the head is frozen, so the model's trainable parameters are exactly these."""
+
+    def enable_tuning(self, tuning: TrainableTuning) -> None:
+        """Trains `tuning` from now on: the head is frozen; calls and sessions carry it."""
+        self.head.requires_grad_(False)
+        self.tuning = tuning
+
+    def save_adapter(self, directory: str | os.PathLike[str]) -> Path:
+        """The LoRA factors in PEFT's format (`peft.PeftModel.from_pretrained` loads them)."""
+        if self.tuning is None:
+            raise InvalidInput("this model has no trainable adapter: from_pretrained(..., tuning_mode='lora')")
+        return self.tuning.save_adapter(Path(directory), base_model=self.model_name)
 
     @property
     def num_blocks(self) -> int:
@@ -86,7 +104,7 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
 
     def inference_session(self, max_length: int, batch_size: int = 1) -> _ActiveSession:
         """A KV-cache session over all blocks; `generate` calls inside it continue it."""
-        session = self.layers.inference_session(max_length, batch_size, self.dtype)
+        session = self.layers.inference_session(max_length, batch_size, self.dtype, tuning=self._servers_tuning())
         return _ActiveSession(self, session)
 
     def forward(
@@ -112,11 +130,15 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
             raise InvalidInput("the model takes input_ids (the embeddings are the client's own)")
         if past_key_values is not None and not isinstance(past_key_values, RemoteCache):
             raise InvalidInput("past_key_values must be the RemoteCache generate makes: the cache lives on the servers")
-        if past_key_values is None:
-            hidden = self.layers(self.head.embed(input_ids), attention_mask)
+        if past_key_values is None and self.tuning is not None:
+            logits = tuned_logits(self.head, self.layers, self.tuning, input_ids, attention_mask)
+            logits = logits[:, -logits_to_keep:] if logits_to_keep else logits
         else:
-            hidden = past_key_values.step(self.head.embed, input_ids, position_ids, attention_mask)
-        logits = self.head.logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+            if past_key_values is None:
+                hidden = self.layers(self.head.embed(input_ids), attention_mask)
+            else:
+                hidden = past_key_values.step(self.head.embed, input_ids, position_ids, attention_mask)
+            logits = self.head.logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
         loss = None
         if labels is not None:
             loss = ForCausalLMLoss(logits, labels.to(logits.device), vocab_size=logits.shape[-1])
@@ -149,9 +171,10 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
             raise InvalidInput("generate needs input_ids [batch, tokens] (token ids)")
         config = checked_config(generation_config or self.generation_config, kwargs)
         session = session or self._session
+        tuning = self._servers_tuning()
         if session is None:
             cache = RemoteCache(open_session=lambda rows, length: self.layers.inference_session(
-                length, rows, self.dtype))
+                length, rows, self.dtype, tuning=tuning))
             held = 0
         else:
             held = session.decoding.sequences.shape[1] if session.decoding is not None else 0
@@ -173,6 +196,16 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
             return out[:, held:]
         out.sequences = sequences[:, held:]
         return out
+
+    def _servers_tuning(self) -> Tuning | None:
+        """What a generation's session carries: the LoRA factors or deep prompts (a trainable
+        prefix would shift every position transformers' loop counts: not supported there)."""
+        if self.tuning is None:
+            return None
+        if self.tuning.pre_seq_len:
+            raise InvalidInput(f"generate with tuning_mode={self.tuning.mode!r} (a trainable prefix) is not "
+                               "supported by transformers' loop; use client.tuning.tuned_greedy, or LoRA")
+        return self.tuning.tuning()
 
     def _prepare_cache_for_generation(self, generation_config: GenerationConfig, model_kwargs: dict[Any, Any],
                                       generation_mode: GenerationMode, batch_size: int, max_cache_length: int) -> bool:
@@ -238,6 +271,12 @@ class AutoDistributedModelForCausalLM:
         torch_dtype: torch.dtype | str | None = None,
         model_name: str | None = None,
         config: ClientConfig | None = None,
+        adapter: str | None = None,
+        tuning_mode: TuningMode | None = None,
+        pre_seq_len: int = 16,
+        lora_rank: int = 8,
+        lora_alpha: float = 16.0,
+        lora_targets: Sequence[str] = ("q_proj", "v_proj"),
     ) -> DistributedModelForCausalLM:
         """Loads the client's parts of a checkpoint and connects to the swarm.
 
@@ -245,10 +284,15 @@ class AutoDistributedModelForCausalLM:
         `config`, else $SWARM_INITIAL_PEERS. `dtype` (transformers 5's name) or
         `torch_dtype` (its old one): "auto" (the checkpoint's, the default), a name or a
         torch dtype. `model_name` defaults to the checkpoint directory's base name (what
-        servers announce).
+        servers announce). `adapter`: a LoRA adapter the swarm serves (`swarm-node start
+        --adapter NAME=DIR`), applied by the servers. `tuning_mode` ("ptune", "deep_ptune",
+        "lora") makes `model.tuning` trainable tensors (see `client.tuning`) that every call
+        carries: train them with any torch loop, save LoRA with `model.save_adapter(dir)`.
         """
         peers = _initial_peers(initial_peers, config)
         config = replace(config, initial_peers=peers) if config else ClientConfig(initial_peers=peers)
+        if adapter is not None:
+            config = replace(config, adapter=adapter)
         head = load_client_head(path_or_id, _dtype_argument(dtype, torch_dtype))
         loop = shared_loop()
         client = loop.run(SwarmClient.connect(config))
@@ -258,7 +302,13 @@ class AutoDistributedModelForCausalLM:
             generation_config = GenerationConfig.from_model_config(head.config)
         name = model_name or model_name_of(path_or_id)
         logger.info("client for %s ready: %d remote blocks", name, head.info.num_blocks)
-        return DistributedModelForCausalLM(head, name, client, loop, generation_config)
+        model = DistributedModelForCausalLM(head, name, client, loop, generation_config)
+        if tuning_mode is not None:
+            family_config = copy.deepcopy(head.config)
+            model.enable_tuning(TrainableTuning(head.info, family_class(family_config)(family_config), tuning_mode,
+                                                pre_seq_len=pre_seq_len, lora_rank=lora_rank,
+                                                lora_alpha=lora_alpha, lora_targets=lora_targets, dtype=head.dtype))
+        return model
 
 
 def _initial_peers(given: Sequence[PeerAddress | str] | None, config: ClientConfig | None) -> tuple[PeerAddress, ...]:

@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from client.model import AutoDistributedModelForCausalLM, DistributedModelForCausalLM
 from client.tuning import TrainableTuning, shifted_lm_loss, tuned_logits
+from swarm.errors import InvalidInput
 from swarm.model.families import family_class
 from tests.integration.conftest import RunningSwarm, start_swarm
 from tests.integration.slicing_models import VOCAB
@@ -124,3 +125,41 @@ def test_a_trained_lora_loads_in_peft_and_decodes_the_same(model: DistributedMod
     assert not torch.equal(expected, plain), "the trained adapter should change greedy decoding"
     with torch.no_grad():
         assert torch.equal(_greedy_through_session(model, params, ids, 8), expected)
+
+
+def test_the_model_api_trains_lora_and_generates_with_it(swarm: RunningSwarm, tmp_path: Path) -> None:
+    """from_pretrained(tuning_mode="lora"): the trainable parameters are the factors only,
+    model(ids, labels=ids).loss trains them, generate carries them, save_adapter writes them."""
+    tuned_model = AutoDistributedModelForCausalLM.from_pretrained(
+        swarm.model_dir, swarm.peers, tuning_mode="lora", lora_rank=4, lora_alpha=8, lora_targets=("q_proj",))
+    try:
+        assert tuned_model.tuning is not None
+        trainable = [p for p in tuned_model.parameters() if p.requires_grad]
+        assert {id(p) for p in trainable} == {id(p) for p in tuned_model.tuning.parameters()}
+        assert len(trainable) == 2 * 6  # A and B of q_proj in each of 6 blocks
+        ids = torch.randint(1, VOCAB, (2, 8), generator=torch.Generator().manual_seed(10))
+        optimizer = torch.optim.AdamW(trainable, lr=0.05)
+        losses = []
+        for _ in range(6):
+            optimizer.zero_grad()
+            loss = tuned_model(ids, labels=ids).loss
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        assert losses[-1] < losses[0], losses
+        out = tuned_model.generate(ids[:1], attention_mask=torch.ones_like(ids[:1]), max_new_tokens=6, do_sample=False)
+        with torch.no_grad():
+            assert torch.equal(out, _greedy_through_session(tuned_model, tuned_model.tuning, ids[:1], 6))
+        adapter = tuned_model.save_adapter(tmp_path / "lora")
+        assert (adapter / "adapter_model.safetensors").is_file()
+    finally:
+        tuned_model.close()
+    prefixed = AutoDistributedModelForCausalLM.from_pretrained(swarm.model_dir, swarm.peers, tuning_mode="ptune",
+                                                               pre_seq_len=3)
+    try:
+        with pytest.raises(InvalidInput, match="tuned_greedy"):
+            prefixed.generate(ids[:1], max_new_tokens=2)
+        assert prefixed.tuning is not None and prefixed.tuning.prompt is not None
+        assert prefixed(ids, labels=ids).logits.shape == (2, 8, VOCAB)  # the prefix's positions are dropped
+    finally:
+        prefixed.close()
