@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from client.config import ClientConfig
+from client.config import ClientConfig, command_line_peers
 from client.swarm_lookup import NotOnSwarm, joined_dht, swarm_problem
 from swarm.cli import run_event_loop
 from swarm.config_flags import config_from_args
@@ -77,6 +77,7 @@ def check_target(args: argparse.Namespace) -> Target:
     """The checked model and swarm; raises a one-line error (`swarm.cli_edge`) if unusable."""
     source = check_model_source(args.model)
     config = config_from_args(ClientConfig, args)
+    config = replace(config, initial_peers=command_line_peers(config.initial_peers))
     target = Target(source.path, args.model_name or model_name_of(source.path), config, source.num_blocks)
     check_swarm(target)
     return target

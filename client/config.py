@@ -21,8 +21,10 @@ from swarm.security import RpcSecurity
 class ClientConfig:
     """How a client finds and talks to block servers."""
 
-    initial_peers: tuple[PeerAddress, ...] = field(metadata=flag("DHT peers of the swarm", metavar="HOST:PORT"))
-    """DHT peers to bootstrap from (at least one)."""
+    initial_peers: tuple[PeerAddress, ...] = field(default=(), metadata=flag(
+        "DHT peers of the swarm", metavar="HOST:PORT", default_text="$SWARM_INITIAL_PEERS"))
+    """DHT peers to bootstrap from (at least one; commands take $SWARM_INITIAL_PEERS when
+    none are given, see `command_line_peers`)."""
     tls_ca: Path | None = field(default=None, metadata=flag(
         "CA certificate(s) (PEM) to verify servers of a private swarm that serve TLS", metavar="FILE"))
     """CA the servers' TLS certificates are verified against; None: plaintext gRPC."""
@@ -82,3 +84,18 @@ class ClientConfig:
         """The CA file read and checked, with the token (else $SWARM_TOKEN); raises
         `swarm.security.SecurityConfigError` if unusable."""
         return RpcSecurity.load(tls_ca=self.tls_ca, swarm_token=self.swarm_token or settings.swarm_token())
+
+
+def command_line_peers(given: tuple[PeerAddress, ...]) -> tuple[PeerAddress, ...]:
+    """--initial-peers, else $SWARM_INITIAL_PEERS; a one-line usage error without either."""
+    from swarm.cli_edge import UsageError
+
+    if given:
+        return given
+    try:
+        peers = tuple(PeerAddress.parse(text) for text in settings.initial_peers())
+    except ValueError as error:
+        raise UsageError(f"${settings.INITIAL_PEERS_ENV}: {error}") from None
+    if not peers:
+        raise UsageError(f"no DHT peers: give --initial-peers HOST:PORT or set ${settings.INITIAL_PEERS_ENV}")
+    return peers

@@ -18,7 +18,7 @@ import json
 import logging
 from typing import Any
 
-from client.config import ClientConfig
+from client.config import ClientConfig, command_line_peers
 from client.swarm_lookup import NotOnSwarm, joined_dht, served_models
 from swarm import settings
 from swarm.addresses import PeerAddress
@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from swarm.cli import run_event_loop  # the one uvloop-or-asyncio runner
 
     token = args.swarm_token or settings.swarm_token()
-    return run_event_loop(lambda: status(args.initial_peers, args.model, args.json, args.timeout, token))
+    peers = command_line_peers(args.initial_peers)
+    return run_event_loop(lambda: status(peers, args.model, args.json, args.timeout, token))
 
 
 async def fetch_maps(dht: SwarmDHT, model: str | None) -> list[SwarmMap]:

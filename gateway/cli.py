@@ -12,7 +12,7 @@ import argparse
 import logging
 from typing import Any
 
-from client.config import ClientConfig
+from client.config import ClientConfig, command_line_peers
 from gateway.config import GatewayConfig
 from swarm.config_flags import add_config_flags, config_from_args
 
@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     path = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoDistributedModelForCausalLM.from_pretrained(path, args.initial_peers, model_name=args.model_name,
+    peers = command_line_peers(args.initial_peers)
+    model = AutoDistributedModelForCausalLM.from_pretrained(path, peers, model_name=args.model_name,
                                                             config=config_from_args(ClientConfig, args))
     config = config_from_args(GatewayConfig, args)
     # the announced name is what /v1/models lists; the --model text is accepted as an alias

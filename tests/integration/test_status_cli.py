@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import json
 import signal
 import socket
@@ -50,9 +51,12 @@ async def wait_for_line(process: asyncio.subprocess.Process, text: str) -> str:
     raise AssertionError(f"{text!r} never logged; got {''.join(seen)}")
 
 
-async def swarm_status(*args: str) -> tuple[int, str, str]:
+async def swarm_status(*args: str, peers_env: str = "") -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "SWARM_INITIAL_PEERS"}
+    if peers_env:
+        env["SWARM_INITIAL_PEERS"] = peers_env
     process = await asyncio.create_subprocess_exec(
-        str(BIN / "swarm"), "status", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        str(BIN / "swarm"), "status", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
     )
     async with asyncio.timeout(STARTUP_TIMEOUT):
         out, err = await process.communicate()
@@ -76,7 +80,7 @@ async def test_status_shows_what_servers_announced(capsys: pytest.CaptureFixture
                 assert await dht.announce(identity, record, ttl=120) > 0
                 servers[identity.server_id] = record
             peer = f"127.0.0.1:{ports[0]}"
-            rc_json, out_json, _ = await swarm_status("--initial-peers", peer, "--json")
+            rc_json, out_json, _ = await swarm_status("--json", peers_env=peer)  # peers from $SWARM_INITIAL_PEERS
             # the same command in this process (each CLI process spends seconds importing torch)
             rc_text = await status_command.status((PeerAddress("127.0.0.1", ports[1]),), MODEL, False, 5.0)
             out_text = capsys.readouterr().out
@@ -101,3 +105,10 @@ async def test_status_shows_what_servers_announced(capsys: pytest.CaptureFixture
                 node.send_signal(sig)
         codes = [await asyncio.wait_for(node.wait(), 30) for node in nodes]
     assert codes == [0, 0]
+
+
+@pytest.mark.skipif(not (BIN / "swarm").exists(), reason="console scripts not installed (pip install -e .)")
+async def test_status_without_peers_says_how_to_give_them() -> None:
+    code, out, err = await swarm_status("--json")
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "--initial-peers" in err and "$SWARM_INITIAL_PEERS" in err, err

@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
+from client import cli as client_cli
 from node.cli import build_parser
+from swarm.cli import build_parser as swarm_parser
 from node.config import ServerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,6 +85,17 @@ def test_servers_are_healthchecked_and_waited_for() -> None:
         assert probe[:4] == ["CMD", "python", "-m", "node.healthcheck"]
         assert probe[4].endswith(":" + service["command"][service["command"].index("--port") + 1])
     assert services["client"]["depends_on"] == {name: {"condition": "service_healthy"} for name in SERVERS}
+    assert services["gateway"]["depends_on"] == {name: {"condition": "service_healthy"} for name in SERVERS}
+
+
+def test_the_gateway_is_published_and_healthchecked() -> None:
+    gateway = _services()["gateway"]
+    assert gateway["entrypoint"] == ["swarm"]
+    swarm_cli = swarm_parser("swarm", None, client_cli.COMMANDS)
+    args = swarm_cli.parse_args(gateway["command"])  # the real `swarm serve` CLI accepts it
+    assert {f"{args.port}:{args.port}", f"{args.grpc_port}:{args.grpc_port}"} <= set(gateway["ports"])
+    probe = " ".join(gateway["healthcheck"]["test"])
+    assert f"127.0.0.1:{args.port}/healthz" in probe
 
 
 def _seconds(duration: str) -> float:
