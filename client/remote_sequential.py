@@ -10,7 +10,7 @@ its blocks re-routed, within the configured retry bound.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -25,7 +25,7 @@ from client.verification import VerificationStats, check_finite
 from swarm.errors import SwarmError
 from swarm.protocol import ForwardCall
 from swarm.records import BlockRange
-from swarm.tuning import Tuning, TuningSlot
+from swarm.tuning import Tuning, TuningSlot, content_digest
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class RemoteSequential(torch.nn.Module):
             )
             for segment in route.segments:
                 address = addresses[segment.server_id]
-                part = tuning.restricted(segment.blocks) if tuning else None
+                part = _digested(tuning.restricted(segment.blocks)) if tuning else None
                 call = ForwardCall(self.model, segment.blocks, (x,) if mask is None else (x, mask), part or None)
                 try:
                     y = await self.transport.forward(address, call, self.client.config.forward_timeout)
@@ -137,9 +137,7 @@ class RemoteSequential(torch.nn.Module):
         for hop in reversed(hops):
             tensors = (hop.inputs, grad) if mask is None else (hop.inputs, grad, mask)
             try:
-                grad, grads = await self.transport.backward(
-                    hop.address, ForwardCall(self.model, hop.blocks, tensors, hop.tuning),
-                    self.client.config.forward_timeout)
+                grad, grads = await self._backward_call(hop, tensors)
                 check_finite(grad, hop.address, f"backward through blocks {hop.blocks}")
                 tuning_grads.update(zip([s for s, _ in hop.tuning.slots()] if hop.tuning else [], grads))
             except SwarmError as error:
@@ -150,12 +148,32 @@ class RemoteSequential(torch.nn.Module):
                 tuning_grads.update(grads_elsewhere)
         return grad, tuning_grads
 
+    async def _backward_call(self, hop: _Hop, tensors: tuple[torch.Tensor, ...]
+                             ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Backward through one hop; its tuning by reference to what the Forward sent (the
+        tensors again if the server no longer has them, or anything else went wrong)."""
+        timeout = self.client.config.forward_timeout
+        call = ForwardCall(self.model, hop.blocks, tensors, hop.tuning)
+        if hop.tuning is not None and hop.tuning.digest:
+            try:
+                return await self.transport.backward(hop.address, replace(call, tuning_by_reference=True), timeout)
+            except SwarmError as error:
+                logger.info("backward by tuning digest on %s failed (%s); sending the tensors", hop.address, error)
+        return await self.transport.backward(hop.address, call, timeout)
+
     def _failed(self, server_id: str, address: str, error: SwarmError, retries: int) -> int:
         if not fails_over(error) or retries >= self.client.config.max_retries:
             raise error
         logger.warning("server %s failed a batch call (%s); re-routing", server_id[:8], error)
         self.client.ban(server_id, address, error)
         return retries + 1
+
+
+def _digested(tuning: Tuning) -> Tuning:
+    """Tensors with their content digest (servers keep them under it for the Backward call)."""
+    if not tuning or tuning.adapter:
+        return tuning
+    return replace(tuning, digest=content_digest(tuning))
 
 
 class _RemoteFunction(torch.autograd.Function):

@@ -168,8 +168,9 @@ class ServerConfig:
     """LoRA adapters served next to the blocks."""
     max_tuning_bytes: int = field(default=256 << 20, metadata=flag(
         "most bytes of deep prompts and LoRA factors that open sessions may hold, all clients together "
-        "(one client address: half)"))
-    """Budget of the tuning tensors sessions hold for their lifetime."""
+        "(one client address: half); a quarter more keeps recent passes' tensors for their Backward calls"))
+    """Budget of the tuning tensors sessions hold for their lifetime (and, a quarter of it, the
+    cache of recent passes' tensors by digest)."""
     max_batch_size: int = 64
     """Most rows a session or forward call may have."""
     max_session_length: int = 8192

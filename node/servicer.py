@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -21,6 +22,7 @@ from node.backend import BlockBackend
 from node.inference import InferenceSessions
 from node.metrics import ServerMetrics
 from node.state import ServingState
+from node.tuning_cache import TuningCache
 from node.error_mapping import grpc_errors
 from node.limits import Overloaded, ShareLedger, peer_of
 from node.validation import (
@@ -33,7 +35,8 @@ from node.validation import (
 )
 from swarm.codec import messages
 from swarm.codec.limits import TensorLimits
-from swarm.errors import InvalidInput, SwarmError
+from swarm.errors import InvalidInput, SessionStateError, SwarmError
+from swarm.tuning import content_digest
 from swarm.protocol import ForwardCall, ForwardHeader, InferenceRequest, ServerInfo
 from swarm.v1 import block_service_pb2_grpc
 
@@ -66,6 +69,8 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
         config = sessions.config
         self.inflight = ShareLedger(config.max_inflight_bytes, config.max_peer_inflight_bytes)
         """Request bytes being received or worked on, server-wide and per client address."""
+        self.tuning_cache = TuningCache(config.max_tuning_bytes // 4)
+        """Tuning tensors of recent passes by digest (a Backward refers to its Forward's)."""
 
     async def _decoded(self, request_iterator: AsyncIterator[object]) -> AsyncIterator[InferenceRequest]:
         async for message in request_iterator:
@@ -108,6 +113,25 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
         if call.tuning is not None:
             self.backend.check_tuning(call.tuning, call.blocks, hidden.shape[0])
 
+    def _with_tuning_tensors(self, call: ForwardCall) -> ForwardCall:
+        """A call whose tuning refers to a digest gets the tensors kept under it; tensors that
+        came with a digest are checked against it and kept (`node.tuning_cache`)."""
+        tuning = call.tuning
+        if tuning is None or tuning.adapter or not tuning.digest:
+            return call
+        if call.tuning_by_reference:
+            kept = self.tuning_cache.get(tuning.digest)
+            if kept is None:
+                raise SessionStateError("tuning digest unknown on this server (never sent here, or dropped): "
+                                        "send the tensors")
+            if [(s, t.shape, t.dtype) for s, t in kept.slots()] != [(s, t.shape, t.dtype) for s, t in tuning.slots()]:
+                raise InvalidInput("the tuning kept under this digest has other slots or shapes than the call declares")
+            return replace(call, tuning=kept, tuning_by_reference=False)
+        if content_digest(tuning) != tuning.digest:
+            raise InvalidInput("the tuning's digest does not match its tensors")
+        self.tuning_cache.put(tuning)
+        return call
+
     @contextlib.asynccontextmanager
     async def _batch_call(self, requests: AsyncIterator[object], context: object, expected: int
                           ) -> AsyncIterator[tuple[ForwardCall, str]]:
@@ -124,7 +148,7 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
                     await asyncio.wait_for(messages.discard_payload(opening, COURTESY_DRAIN_BYTES), 5.0)
             raise
         try:
-            call = await messages.read_forward_payload(opening, self.limits)
+            call = self._with_tuning_tensors(await messages.read_forward_payload(opening, self.limits))
             for tensor, name in zip(call.tensors[:expected], ("hidden states", "grad_outputs")):
                 check_finite(tensor, name)
             if call.tuning is not None:

@@ -110,6 +110,9 @@ class ForwardCall:
     tensors: tuple[torch.Tensor, ...]
     tuning: Tuning | None = None
     """Deep prompts and LoRA factors to apply (a Backward call returns their gradients)."""
+    tuning_by_reference: bool = False
+    """The tuning's bytes are not sent: the server uses those it keeps under `tuning.digest`
+    (then `tuning`'s tensors, decoded, are on the `meta` device)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,8 @@ class ForwardHeader:
     """Payload bytes the header declares, all tensors together (tuning tensors included)."""
     tuning: Tuning | None = None
     """The declared tuning, its tensors on the `meta` device like `tensors`."""
+    tuning_by_reference: bool = False
+    """The tuning's bytes do not follow (see `ForwardCall.tuning_by_reference`)."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ Pure data: checking slots against a model's blocks and projections is the server
 from __future__ import annotations
 
 import enum
+import hashlib
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -64,6 +66,10 @@ class Tuning:
     adapter: str = ""
     """The name of a LoRA adapter the server holds (`swarm-node start --adapter`), instead of
     tensors: the server applies its own copy (no tensors may come with a name)."""
+    digest: bytes = b""
+    """`content_digest` of these tensors when the sender computed it: a server keeps tensors
+    it received under their digest, so a later call of the same pass (the Backward after a
+    Forward) refers to them instead of uploading them again."""
 
     def __bool__(self) -> bool:
         return bool(self.prompts or self.lora or self.adapter)
@@ -75,7 +81,7 @@ class Tuning:
         """The part of this tuning that concerns `blocks`."""
         return Tuning({b: p for b, p in self.prompts.items() if blocks.start <= b < blocks.end},
                       {k: v for k, v in self.lora.items() if blocks.start <= k[0] < blocks.end}, self.lora_scale,
-                      self.adapter)
+                      self.adapter)  # (no digest: the content changed)
 
     def slots(self) -> list[tuple[TuningSlot, torch.Tensor]]:
         """Every tensor with its slot, in the canonical (sorted) order of the wire."""
@@ -113,3 +119,12 @@ class Tuning:
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors())
+
+
+def content_digest(tuning: Tuning) -> bytes:
+    """SHA-256 of the tuning's scale, slots, dtypes, shapes and bytes (32 bytes)."""
+    digest = hashlib.sha256(struct.pack("<d", tuning.lora_scale))
+    for slot, tensor in tuning.slots():
+        digest.update(f"{slot.block}/{int(slot.kind)}/{slot.target}/{tensor.dtype}/{list(tensor.shape)};".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.digest()

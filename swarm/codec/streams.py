@@ -61,14 +61,16 @@ def encode_forward_call(call: ForwardCall, backward: bool = False) -> Iterator[o
     """The request messages of a Forward (or Backward) call: open, then chunks."""
     message_type = pb.BackwardRequest if backward else pb.ForwardRequest
     tuning = call.tuning if call.tuning else None
+    by_reference = tuning is not None and call.tuning_by_reference
     header = pb.ForwardOpen(
         model=call.model,
         blocks=blocks_to_wire(call.blocks),
         tensors=[tensor_header(t) for t in call.tensors],
-        tuning=tuning_to_wire(tuning, with_data=False) if tuning else None,
+        tuning=tuning_to_wire(tuning, with_data=False, by_reference=by_reference) if tuning else None,
     )
     yield message_type(open=header)
-    for chunk in _chunks([*call.tensors, *(tuning.tensors() if tuning else [])]):
+    sent = tuning.tensors() if tuning and not by_reference else []
+    for chunk in _chunks([*call.tensors, *sent]):
         yield message_type(chunk=chunk)
 
 
@@ -137,13 +139,17 @@ async def read_forward_header(
     base = tuple(opened.tensors)
     _checked_headers(base, limits)
     slots = slots_from_wire(opened.tuning) if opened.HasField("tuning") else []
-    headers = base + tuple(opened.tuning.tensors)
-    sizes = _checked_headers(headers, limits, MAX_STREAM_TENSORS + MAX_TUNING_TENSORS)
-    metas = tuple(torch.empty(tuple(h.shape), dtype=dtype_from_wire(h.dtype), device="meta") for h in headers)
+    declared = base + tuple(opened.tuning.tensors)
+    sizes = _checked_headers(declared, limits, MAX_STREAM_TENSORS + MAX_TUNING_TENSORS)
+    by_reference = bool(slots) and opened.tuning.by_reference
+    headers = base if by_reference else declared  # what the payload holds
+    sizes = sizes[:len(base)] if by_reference else sizes
+    metas = tuple(torch.empty(tuple(h.shape), dtype=dtype_from_wire(h.dtype), device="meta") for h in declared)
     has_tuning = bool(slots or opened.tuning.adapter)
-    tuning = build_tuning(slots, metas[len(base):], opened.tuning.lora_scale, opened.tuning.adapter) \
-        if has_tuning else None
-    header = ForwardHeader(opened.model, blocks_from_wire(opened.blocks), metas[:len(base)], sum(sizes), tuning)
+    tuning = build_tuning(slots, metas[len(base):], opened.tuning.lora_scale, opened.tuning.adapter,
+                          opened.tuning.digest) if has_tuning else None
+    header = ForwardHeader(opened.model, blocks_from_wire(opened.blocks), metas[:len(base)], sum(sizes), tuning,
+                           by_reference)
     return ForwardOpening(header, iterator, headers, tuple(sizes))
 
 
@@ -152,11 +158,12 @@ async def read_forward_payload(opening: ForwardOpening, limits: TensorLimits = D
     tensors = await _read_payload(opening._iterator, opening._headers, list(opening._sizes), limits,
                                   "open message")
     count, declared = len(opening.header.tensors), opening.header.tuning
-    tuning = None
-    if declared is not None:
+    tuning = declared  # by reference: the declared (meta) tensors, to be resolved by the server
+    if declared is not None and not opening.header.tuning_by_reference:
         slots = [slot for slot, _ in declared.slots()]
-        tuning = build_tuning(slots, tensors[count:], declared.lora_scale, declared.adapter)
-    return ForwardCall(opening.header.model, opening.header.blocks, tensors[:count], tuning)
+        tuning = build_tuning(slots, tensors[count:], declared.lora_scale, declared.adapter, declared.digest)
+    return ForwardCall(opening.header.model, opening.header.blocks, tensors[:count], tuning,
+                       opening.header.tuning_by_reference)
 
 
 async def decode_forward_call(

@@ -25,9 +25,10 @@ MAX_TARGET_CHARS = 128
 """Longest LoRA target path."""
 MAX_BLOCK_INDEX = 1 << 20
 MAX_ADAPTER_CHARS = 64
+DIGEST_BYTES = 32
 
 
-def tuning_to_wire(tuning: Tuning, with_data: bool) -> pb.TuningHeader:
+def tuning_to_wire(tuning: Tuning, with_data: bool, by_reference: bool = False) -> pb.TuningHeader:
     slots = tuning.slots()
     encode = encode_tensor if with_data else tensor_header
     return pb.TuningHeader(
@@ -35,6 +36,8 @@ def tuning_to_wire(tuning: Tuning, with_data: bool) -> pb.TuningHeader:
         tensors=[encode(t) for _, t in slots],
         lora_scale=tuning.lora_scale,
         adapter=tuning.adapter,
+        digest=tuning.digest,
+        by_reference=by_reference,
     )
 
 
@@ -48,6 +51,8 @@ def slots_from_wire(header: pb.TuningHeader) -> list[TuningSlot]:
         raise CodecError("lora_scale must be finite")
     if header.adapter and (header.slots or len(header.adapter) > MAX_ADAPTER_CHARS):
         raise CodecError(f"an adapter name ({MAX_ADAPTER_CHARS} characters at most) comes without tensors")
+    if len(header.digest) not in (0, DIGEST_BYTES) or (header.by_reference and not header.digest):
+        raise CodecError(f"a tuning digest has {DIGEST_BYTES} bytes, and a reference by digest needs one")
     slots = []
     for slot in header.slots:
         if slot.kind not in {k.value for k in SlotKind}:
@@ -61,9 +66,9 @@ def slots_from_wire(header: pb.TuningHeader) -> list[TuningSlot]:
 
 
 def build_tuning(slots: Sequence[TuningSlot], tensors: Sequence[torch.Tensor], lora_scale: float,
-                 adapter: str = "") -> Tuning:
+                 adapter: str = "", digest: bytes = b"") -> Tuning:
     try:
-        return replace(Tuning.from_slots(slots, tensors, lora_scale), adapter=adapter)
+        return replace(Tuning.from_slots(slots, tensors, lora_scale), adapter=adapter, digest=digest)
     except ValueError as error:
         raise CodecError(f"tuning: {error}") from None
 
@@ -74,4 +79,6 @@ def tuning_from_wire(header: pb.TuningHeader, limits: TensorLimits = DEFAULT_LIM
     tensors = [decode_tensor(t, limits) for t in header.tensors]
     if sum(t.numel() * t.element_size() for t in tensors) > limits.max_bytes:
         raise CodecError(f"tuning tensors exceed {limits.max_bytes} bytes")
-    return build_tuning(slots, tensors, header.lora_scale, header.adapter)
+    if header.by_reference:
+        raise CodecError("a session's tuning comes with its tensors (by_reference is for Forward/Backward calls)")
+    return build_tuning(slots, tensors, header.lora_scale, header.adapter, header.digest)

@@ -123,16 +123,20 @@ class TuningSlot(_message.Message):
     def __init__(self, block: _Optional[int] = ..., kind: _Optional[int] = ..., target: _Optional[str] = ...) -> None: ...
 
 class TuningHeader(_message.Message):
-    __slots__ = ("slots", "tensors", "lora_scale", "adapter")
+    __slots__ = ("slots", "tensors", "lora_scale", "adapter", "digest", "by_reference")
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     LORA_SCALE_FIELD_NUMBER: _ClassVar[int]
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    BY_REFERENCE_FIELD_NUMBER: _ClassVar[int]
     slots: _containers.RepeatedCompositeFieldContainer[TuningSlot]
     tensors: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
     lora_scale: float
     adapter: str
-    def __init__(self, slots: _Optional[_Iterable[_Union[TuningSlot, _Mapping]]] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., lora_scale: _Optional[float] = ..., adapter: _Optional[str] = ...) -> None: ...
+    digest: bytes
+    by_reference: bool
+    def __init__(self, slots: _Optional[_Iterable[_Union[TuningSlot, _Mapping]]] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., lora_scale: _Optional[float] = ..., adapter: _Optional[str] = ..., digest: _Optional[bytes] = ..., by_reference: _Optional[bool] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
     __slots__ = ("open", "chunk")

@@ -4,6 +4,8 @@
   outside the call, a prompt of the wrong width, a LoRA pair missing its B, slots out of
   order) get INVALID_ARGUMENT saying what was wrong, in Forward, Backward and at a
   session's open; the server keeps serving: a tuned pass afterwards is still right.
+- A Backward refers to its Forward's tensors by digest (not uploaded twice); an unknown
+  digest is FAILED_PRECONDITION, a digest that does not match its tensors INVALID_ARGUMENT.
 - A server killed (SIGKILL) between a training pass's forward and its backward: the
   backward goes to a replica of its blocks, and the gradients equal local autograd.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import replace
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,12 +30,12 @@ from client.model import AutoDistributedModelForCausalLM
 from client.tuning import block_targets
 from swarm.codec import messages
 from swarm.codec.tensors import DEFAULT_LIMITS, tensor_header
-from swarm.errors import RemoteInvalidInput
+from swarm.errors import PeerRefused, RemoteInvalidInput
 from swarm.model.families import family_class
 from swarm.protocol import ForwardCall, InferenceOpen
 from swarm.records import BlockRange
 from swarm.rpc import ChannelPool
-from swarm.tuning import Tuning
+from swarm.tuning import Tuning, content_digest
 from swarm.v1 import block_service_pb2 as pb
 from tests.integration.conftest import RunningSwarm, start_swarm
 from tests.integration.slicing_models import VOCAB
@@ -172,3 +175,29 @@ def test_a_server_killed_between_forward_and_backward(tmp_path: Path, caplog: py
             torch.testing.assert_close(mine.grad, want.grad, rtol=1e-4, atol=1e-6)
     finally:
         swarm.stop_all()
+
+
+async def test_a_backward_refers_to_its_forwards_tensors_by_digest(swarm: RunningSwarm, pool: ChannelPool) -> None:
+    """The pass uploads its factors once: the Backward names their digest; an unknown digest
+    is FAILED_PRECONDITION (send them), a digest that does not match the tensors is refused."""
+    address = swarm.servers[0].address
+    transport = GrpcTransport(DEFAULT_LIMITS, pool)
+    hidden, grad_out = _hidden(), _hidden(tokens=5) * 0.5
+    a, b = _lora()
+    tuning = Tuning(lora={(0, Q): (a, b)}, prompts={1: torch.randn(1, 2, HIDDEN) * 0.1}, lora_scale=2.0)
+    digested = replace(tuning, digest=content_digest(tuning))
+    blocks = BlockRange(0, 3)
+    with pytest.raises(PeerRefused, match="digest unknown") as raised:  # never sent
+        await transport.backward(address, ForwardCall("tiny-llama", blocks, (hidden, grad_out), digested,
+                                                      tuning_by_reference=True), 10.0)
+    assert raised.value.code == "FAILED_PRECONDITION"
+    lying = replace(tuning, digest=bytes(32))
+    with pytest.raises(RemoteInvalidInput, match="does not match its tensors"):
+        await transport.forward(address, ForwardCall("tiny-llama", blocks, (hidden,), lying), 10.0)
+    await transport.forward(address, ForwardCall("tiny-llama", blocks, (hidden,), digested), 10.0)
+    by_reference = await transport.backward(address, ForwardCall("tiny-llama", blocks, (hidden, grad_out), digested,
+                                                                 tuning_by_reference=True), 10.0)
+    in_full = await transport.backward(address, ForwardCall("tiny-llama", blocks, (hidden, grad_out), tuning), 10.0)
+    torch.testing.assert_close(by_reference[0], in_full[0])
+    for mine, want in zip(by_reference[1], in_full[1], strict=True):
+        torch.testing.assert_close(mine, want)

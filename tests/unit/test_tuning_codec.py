@@ -90,3 +90,59 @@ def test_malformed_headers_are_codec_errors(header: pb.TuningHeader, error: str)
 
     with pytest.raises(CodecError, match=error):
         slots_from_wire(header)
+
+
+async def test_a_reference_by_digest_sends_no_tuning_bytes() -> None:
+    from dataclasses import replace
+
+    from swarm.tuning import content_digest
+
+    hidden = torch.randn(1, 4, 8)
+    tuning = _tuning()
+    tuning = replace(tuning, digest=content_digest(tuning))
+    call = ForwardCall("m", BlockRange(0, 3), (hidden, hidden), tuning, tuning_by_reference=True)
+    wire = list(encode_forward_call(call, backward=True))
+    opening = await read_forward_header(_aiter(wire))
+    assert opening.header.nbytes == 2 * hidden.numel() * 4 and opening.header.tuning_by_reference
+    back = await decode_forward_call(_aiter(wire))
+    assert back.tuning_by_reference and back.tuning is not None and back.tuning.digest == tuning.digest
+    assert [s for s, _ in back.tuning.slots()] == [s for s, _ in tuning.slots()]
+    assert all(t.is_meta for t in back.tuning.tensors())  # the server fills them in from what it keeps
+
+
+def test_the_digest_covers_values_shapes_and_scale() -> None:
+    from dataclasses import replace
+
+    from swarm.tuning import content_digest
+
+    base = content_digest(_tuning())
+    assert content_digest(_tuning()) == base and len(base) == 32
+    changed = _tuning()
+    changed.prompts[2][0, 0, 0] += 1e-3
+    assert content_digest(changed) != base
+    assert content_digest(replace(_tuning(), lora_scale=0.25)) != base
+    assert content_digest(_tuning().restricted(BlockRange(2, 3))) != base
+
+
+def test_the_tuning_cache_keeps_recent_entries_within_its_budget() -> None:
+    from dataclasses import replace
+
+    from node.tuning_cache import TuningCache
+    from swarm.tuning import content_digest
+
+    def entry(seed: int) -> Tuning:
+        t = Tuning(prompts={0: torch.full((1, 4, 8), float(seed))})  # 128 bytes
+        return replace(t, digest=content_digest(t))
+
+    cache = TuningCache(max_bytes=300)
+    first, second, third = entry(1), entry(2), entry(3)
+    cache.put(first)
+    cache.put(second)
+    assert cache.get(first.digest) is not None  # first is now the most recent
+    cache.put(third)  # over budget: the least recently used (second) goes
+    assert cache.get(second.digest) is None and cache.get(first.digest) is not None and len(cache) == 2
+    kept = cache.get(third.digest)
+    assert kept is not None and torch.equal(kept.prompts[0], third.prompts[0])
+    assert kept.prompts[0].data_ptr() != third.prompts[0].data_ptr()  # a copy, not the request's buffer
+    cache.put(Tuning(prompts={0: torch.zeros(1, 100, 8)}, digest=b"x" * 32))  # larger than the budget: not kept
+    assert cache.get(b"x" * 32) is None and cache.used <= 300
