@@ -82,8 +82,8 @@ class BlockBackend:
         tuning: Tuning | None = None,
     ) -> torch.Tensor:
         """The blocks' output; `peer` (the client address) has its share of batch work's time."""
-        stack = self.stack
-        tuning = self._resolved(tuning, blocks)  # every piece on the same blocks even if a rebalancing move swaps them meanwhile
+        stack = self.stack  # every piece on the same blocks even if a rebalancing move swaps them meanwhile
+        tuning = self._resolved(tuning, blocks)
         mask, positions = _batch_inputs(hidden, attention_mask)
         out = hidden.to(stack.dtype)
         with self.executor.active(Priority.BATCH):
