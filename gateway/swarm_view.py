@@ -17,12 +17,14 @@ unreachable, as soon as the next ping fails.
 The DHT and the channels belong to the swarm client's loop thread: the work runs there,
 and the HTTP loop awaits it. One snapshot is shared by all pollers for a quarter of
 the page's update period, so many open pages cost one round of pings; the DHT is read
-again once per update period.
+again once per update period, in the background (a snapshot never waits for 30 block
+lookups, only for its pings: a killed server shows on the next refresh).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -31,6 +33,8 @@ from client.status_command import fetch_maps
 from client.swarm_client import SwarmClient
 from swarm.dht import SwarmMap
 from swarm.errors import SwarmError
+
+logger = logging.getLogger(__name__)
 
 MAX_PINGS = 16
 """Health pings in flight at once."""
@@ -50,6 +54,8 @@ class SwarmView:
         self._map: tuple[float, list[SwarmMap], dict[str, dict[str, float]]] | None = None
         """When the DHT was last read, the maps, and each server's next-hop latencies."""
         self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task[None] | None = None
+        """The background re-read of the DHT map (on the client's loop), while one runs."""
 
     async def snapshot(self) -> dict[str, Any]:
         """The document (called on the HTTP loop). The DHT map is looked up again once it
@@ -65,12 +71,11 @@ class SwarmView:
             return self._cached[1]
 
     async def _collect(self, refresh_map: bool) -> dict[str, Any]:
-        if refresh_map or self._map is None:
-            maps = [m for m in await fetch_maps(self.client.dht, None) if m.num_blocks > 0]
-            servers = [s for m in maps for s in m.servers]
-            limit = asyncio.Semaphore(MAX_PINGS)
-            records = await asyncio.gather(*(self._next_hops(s.server_id, limit) for s in servers))
-            self._map = (time.monotonic(), maps, dict(zip((s.server_id for s in servers), records)))
+        if self._map is None:
+            await self._read_map()
+        elif refresh_map and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.get_running_loop().create_task(self._read_map_quietly())
+        assert self._map is not None
         _, maps, next_hops = self._map
         addresses = sorted({s.address for m in maps for s in m.servers})
         limit = asyncio.Semaphore(MAX_PINGS)
@@ -78,6 +83,20 @@ class SwarmView:
         return {"models": [_model_json(m, rtts, next_hops) for m in maps],
                 "gateway": {"model": self.model_name, "update_period_s": self.update_period,
                             "checked_at": time.time()}}
+
+    async def _read_map(self) -> None:
+        maps = [m for m in await fetch_maps(self.client.dht, None) if m.num_blocks > 0]
+        servers = [s for m in maps for s in m.servers]
+        limit = asyncio.Semaphore(MAX_PINGS)
+        records = await asyncio.gather(*(self._next_hops(s.server_id, limit) for s in servers))
+        self._map = (time.monotonic(), maps, dict(zip((s.server_id for s in servers), records)))
+
+    async def _read_map_quietly(self) -> None:
+        """`_read_map` in the background: a failure keeps the previous map (and is logged)."""
+        try:
+            await self._read_map()
+        except (SwarmError, TimeoutError, OSError) as error:
+            logger.warning("reading the swarm map failed (%s); showing the previous one", error)
 
     async def _ping(self, address: str, limit: asyncio.Semaphore) -> float | None:
         async with limit:

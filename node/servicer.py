@@ -136,7 +136,12 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
     async def _batch_call(self, requests: AsyncIterator[object], context: object, expected: int
                           ) -> AsyncIterator[tuple[ForwardCall, str]]:
         """Header first (checked), then the payload, held as in flight while the caller works."""
-        opening = await messages.read_forward_header(requests, self.limits)
+        try:
+            opening = await messages.read_forward_header(requests, self.limits)
+        except SwarmError:  # a malformed header: the same courtesy, so its client reads why
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(messages.discard_stream(requests, COURTESY_DRAIN_BYTES), 5.0)
+            raise
         peer = peer_of(context.peer())  # type: ignore[attr-defined]
         nbytes = max(opening.header.nbytes, 1)  # an empty call still counts as one
         try:

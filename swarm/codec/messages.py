@@ -17,6 +17,7 @@ from swarm.codec.streams import (  # the chunked streams are part of this module
     decode_forward_call as decode_forward_call,
     decode_tensor_stream as decode_tensor_stream,
     discard_payload as discard_payload,
+    discard_stream as discard_stream,
     encode_forward_call as encode_forward_call,
     encode_tensor_stream as encode_tensor_stream,
     read_forward_header as read_forward_header,

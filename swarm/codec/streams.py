@@ -193,8 +193,14 @@ async def discard_payload(opening: ForwardOpening, max_bytes: int) -> bool:
     from Core") instead of the server's status: draining a small refused call lets its
     client read why. True if the stream ended within the bound.
     """
+    return await discard_stream(opening._iterator, max_bytes)
+
+
+async def discard_stream(messages: AsyncIterable[object], max_bytes: int) -> bool:
+    """Reads and drops what is left of a request stream (e.g. after a header the codec
+    refused), at most `max_bytes` of chunks; True if the stream ended within the bound."""
     dropped = 0
-    async for message in opening._iterator:
+    async for message in messages:
         dropped += len(getattr(message, "chunk", b""))
         if dropped > max_bytes:
             return False
