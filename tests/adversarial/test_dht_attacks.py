@@ -111,11 +111,18 @@ class Attacker:
                 self.received.append(self.sock.recvfrom(65536)[0])
 
     async def read_through(self, address: tuple[str, int]) -> None:
-        """Returns once the node at `address` has handled everything sent to it so far."""
+        """Returns once the node at `address` has handled everything sent to it so far.
+
+        The probe is sent again every second: after a flood the node's receive buffer may
+        still be full when it arrives, and UDP drops it (that is the flood's cost, not a bug)."""
         msg_id = os.urandom(20)
-        self.sock.sendto(b"\x00" + msg_id + umsgpack.packb(["stun", []]), address)
+        sent_at = -1.0
 
         def answered() -> bool:
+            nonlocal sent_at
+            if time.monotonic() - sent_at >= 1.0:
+                self.sock.sendto(b"\x00" + msg_id + umsgpack.packb(["stun", []]), address)
+                sent_at = time.monotonic()
             self.drain()
             return any(d[:21] == b"\x01" + msg_id for d in self.received)
 
