@@ -100,7 +100,8 @@ def run_at_edge(prog: str, command: Callable[[], int], *, verbose: bool = False)
 def _report(prog: str, error: BaseException, raised: BaseException, verbose: bool) -> int:
     if verbose:
         traceback.print_exception(raised)
-    print(f"{prog}: error: {describe(error)}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"{prog}: error: {describe(error)}\n")  # the user's one line (the edge's output, not a log)
+    sys.stderr.flush()
     return exit_code_of(error)
 
 

@@ -15,6 +15,7 @@ import copy
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -159,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     if not all(math.isfinite(x) for x in results.losses):
         logger.error("the loss went non-finite: %s", results.losses)
         return 1
-    print(f"held-out loss {results.before.loss:.3f} -> {results.after.loss:.3f}; exact match "
-          f"{100 * results.before.accuracy:.0f}% -> {100 * results.after.accuracy:.0f}% over "
-          f"{args.eval_examples} prompts; {results.seconds_per_step:.2f} s per step "
-          f"({results.tokens_per_s:.0f} tokens/s); adapter, loss.png and results.json in {args.out}")
+    sys.stdout.write(f"held-out loss {results.before.loss:.3f} -> {results.after.loss:.3f}; exact match "
+                     f"{100 * results.before.accuracy:.0f}% -> {100 * results.after.accuracy:.0f}% over "
+                     f"{args.eval_examples} prompts; {results.seconds_per_step:.2f} s per step "
+                     f"({results.tokens_per_s:.0f} tokens/s); adapter, loss.png and results.json in {args.out}\n")
     return 0
