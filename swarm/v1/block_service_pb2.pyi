@@ -101,16 +101,18 @@ class InferenceClosed(_message.Message):
     def __init__(self) -> None: ...
 
 class ForwardOpen(_message.Message):
-    __slots__ = ("model", "blocks", "tensors", "tuning")
+    __slots__ = ("model", "blocks", "tensors", "tuning", "pass_id")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     TUNING_FIELD_NUMBER: _ClassVar[int]
+    PASS_ID_FIELD_NUMBER: _ClassVar[int]
     model: str
     blocks: _record_pb2.BlockRange
     tensors: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
     tuning: TuningHeader
-    def __init__(self, model: _Optional[str] = ..., blocks: _Optional[_Union[_record_pb2.BlockRange, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., tuning: _Optional[_Union[TuningHeader, _Mapping]] = ...) -> None: ...
+    pass_id: str
+    def __init__(self, model: _Optional[str] = ..., blocks: _Optional[_Union[_record_pb2.BlockRange, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., tuning: _Optional[_Union[TuningHeader, _Mapping]] = ..., pass_id: _Optional[str] = ...) -> None: ...
 
 class TuningSlot(_message.Message):
     __slots__ = ("block", "kind", "target")
