@@ -24,16 +24,12 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache
 
-from swarm.model.checkpoint import (
-    CheckpointError,
-    CheckpointReader,
-    load_config,
-    locate_checkpoint,
-    resolve_dtype,
-)
+from swarm.model.checkpoint import CheckpointError, CheckpointReader, load_config, locate_checkpoint
+from swarm.model.device import serving_dtype
 from swarm.model.families.base import Family, ModelInfo
 from swarm.model.families.detect import family_class, model_info
 from swarm.model.families.tuning import add_prompt, block_factors, lora_applied, lora_targets
+from swarm.model.quantize import check_quantization, quantize_layer, resident_bytes
 from swarm.errors import InvalidInput, NotServed, SessionStateError
 from swarm.progress import progress_bar
 from swarm.records import BlockRange
@@ -101,6 +97,7 @@ class BlockStack:
         family: Family,
         layers: nn.ModuleList,
         loaded_bytes: int = 0,
+        quantization: str = "none",
     ) -> None:
         self.info = info
         self.blocks = blocks
@@ -108,6 +105,7 @@ class BlockStack:
         self.family = family
         self.layers = layers
         self.loaded_bytes = loaded_bytes  # checkpoint bytes read to build the layers
+        self.quantization = quantization  # "none", "int8" or "nf4" (swarm.model.quantize)
 
     @property
     def device(self) -> torch.device:
@@ -115,6 +113,10 @@ class BlockStack:
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.layers.parameters())
+
+    def block_bytes(self) -> int:
+        """Bytes the served blocks' weights hold on their device, per block (quantized or not)."""
+        return resident_bytes(self.layers) // max(len(self.layers), 1)
 
     def _check_served(self, blocks: BlockRange) -> None:
         if not self.blocks.covers(blocks):
@@ -239,18 +241,24 @@ def load_block_stack(
     dtype: torch.dtype | str = "auto",
     device: torch.device | str = "cpu",
     progress: bool = False,
+    quantization: str = "none",
 ) -> BlockStack:
     """Loads blocks [start, end) of a checkpoint directory (or hub id) and nothing else.
 
-    `dtype`: "auto" (the checkpoint's), float32, bfloat16 or float16. `progress` shows a
+    `dtype`: "auto" (the checkpoint's; on a GPU a 16-bit one, see `swarm.model.device`),
+    float32, bfloat16 or float16. `quantization`: "none", "int8" or "nf4"
+    (`swarm.model.quantize`), applied block by block as each is read. `progress` shows a
     progress bar (one step per block) on a terminal's stderr, else periodic log lines.
     """
+    check_quantization(quantization)
     config = load_config(locate_checkpoint(path))
     info = model_info(config)
     if blocks.end > info.num_blocks:
         raise CheckpointError(f"blocks {blocks} requested, the model has blocks 0:{info.num_blocks}")
     family = family_class(config)(config, device)
-    torch_dtype = resolve_dtype(dtype, config)
+    torch_dtype = serving_dtype(dtype, config, family.device)
+    # bitsandbytes quantizes a weight as it moves off the CPU: quantized blocks are read there
+    read_device = family.device if quantization == "none" else torch.device("cpu")
     # Every prefix a served block's tensors may have (before the checkpoint's is known).
     served = range(blocks.start, blocks.end)
     starts = tuple(family.layer_prefix(b, i) for b in family.base_prefixes for i in served)
@@ -262,12 +270,17 @@ def load_block_stack(
     shown = progress_bar(per_block, desc=f"loading blocks {blocks}", unit="block", enabled=progress)
     for index, block_keys in shown:
         prefix = family.layer_prefix(base, index)
-        weights = reader.read(block_keys, dtype=torch_dtype, device=family.device)
-        layers.append(family.build_layer(index, {k[len(prefix) :]: v for k, v in weights.items()}))
+        weights = reader.read(block_keys, dtype=torch_dtype, device=read_device)
+        layer = family.build_layer(index, {k[len(prefix) :]: v for k, v in weights.items()})
+        del weights  # the layer holds them now; quantizing drops the float copy
+        layers.append(layer if quantization == "none" else
+                      quantize_layer(layer, quantization, torch_dtype, family.device))
         logger.debug("loaded block %s of %s", index, path)
+    stack = BlockStack(info, blocks, torch_dtype, family, layers, loaded_bytes=reader.bytes_read,
+                       quantization=quantization)
     logger.info(
-        "loaded blocks %s of %s (%s, %s, %s on %s): %.1f MiB read",
-        blocks, path, info.model_type, family.name, torch_dtype, family.device,
-        reader.bytes_read / 2**20,
+        "loaded blocks %s of %s (%s, %s, %s, quantization %s, on %s): %.1f MiB read, %.1f MiB held per block",
+        blocks, path, info.model_type, family.name, torch_dtype, quantization, family.device,
+        reader.bytes_read / 2**20, stack.block_bytes() / 2**20,
     )
-    return BlockStack(info, blocks, torch_dtype, family, layers, loaded_bytes=reader.bytes_read)
+    return stack
