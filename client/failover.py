@@ -19,7 +19,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
+import torch
+
 from client.ban_policy import fails_over
+from client.prefill import chunk_spans, chunk_tokens
 from client.route_opener import RouteOpener, SegmentFailed
 from client.segments import SegmentEvent, SegmentStream
 from client.session_state import History, SessionHistory, StepState
@@ -97,13 +100,21 @@ class Failover:
             if segment is not fresh[0]:  # (the first boundary also holds this step's input)
                 self.history.log(segment.blocks.start, history.hidden).write(
                     0, history.hidden, history.position_ids, history.attention_mask)
-            step = InferenceStep(next(self.step_ids), history.hidden, 0, history.position_ids,
-                                 history.attention_mask)
             try:
-                out = await segment.stream.step(step, timeout)
-                check_finite(out, segment.stream.address, f"the replay of blocks {segment.blocks}")
+                out = await self._replay_to(segment, history, timeout)
             except SwarmError as error:
                 if not fails_over(error):
                     raise
                 raise SegmentFailed(segment.server_id, error, segment.stream.address) from error
             history = History(out, history.position_ids, history.attention_mask)
+
+    async def _replay_to(self, segment: SegmentStream, history: History, timeout: float) -> torch.Tensor:
+        """The segment's output for `history`, sent in chunks as a long prompt is (`client.prefill`)."""
+        hidden = history.hidden
+        outs = []
+        for a, b in chunk_spans(hidden.shape[1], chunk_tokens(hidden.shape[0], hidden.shape[2], hidden.dtype)):
+            step = InferenceStep(next(self.step_ids), hidden[:, a:b], a, history.position_ids[:, a:b],
+                                 history.attention_mask[:, :b])
+            outs.append(await segment.stream.step(step, timeout))
+            check_finite(outs[-1], segment.stream.address, f"the replay of blocks {segment.blocks}")
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)

@@ -26,6 +26,7 @@ import uuid
 import torch
 
 from client.failover import Failover
+from client.prefill import chunk_spans, chunk_tokens
 from client.route_opener import RouteOpener, RouteSource, SessionSpec
 from client.segments import SegmentEvent, SegmentStream
 from client.session_state import SessionHistory, StepMeta, StepState
@@ -97,7 +98,10 @@ class RemoteInferenceSession:
     async def step(self, hidden: torch.Tensor, position_ids: torch.Tensor | None = None,
                    attention_mask: torch.Tensor | None = None,
                    start_position: int | None = None) -> torch.Tensor:
-        """Runs new tokens' hidden states [batch, tokens, hidden] through the span."""
+        """Runs new tokens' hidden states [batch, tokens, hidden] through the span.
+
+        A long input (a prompt) goes as consecutive steps of bounded size (`client.prefill`).
+        """
         start = self.position if start_position is None else start_position
         batch, tokens = hidden.shape[0], hidden.shape[1]
         self._check_step(hidden, start)
@@ -105,6 +109,15 @@ class RemoteInferenceSession:
             position_ids = torch.arange(start, start + tokens).expand(batch, tokens)
         if attention_mask is None:
             attention_mask = torch.ones(batch, start + tokens, dtype=torch.int64)
+        spans = chunk_spans(tokens, chunk_tokens(batch, hidden.shape[2], self.dtype))
+        outs = [await self._step_chunk(hidden[:, a:b], start + a, position_ids[:, a:b],
+                                       attention_mask[:, : start + b]) for a, b in spans]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+
+    async def _step_chunk(self, hidden: torch.Tensor, start: int, position_ids: torch.Tensor,
+                          attention_mask: torch.Tensor) -> torch.Tensor:
+        """One step on the servers: `hidden` appended at `start` (dropping what came after)."""
+        tokens = hidden.shape[1]
         state = StepState(next(self._step_ids), StepMeta(start, tokens, position_ids, attention_mask))
         # a server that failed after its last answer is replaced during this step
         state.failed = {s: e for s, e in self._leftover_failures.items() if s in self.segments}
