@@ -16,6 +16,7 @@ from swarm import settings
 from swarm.addresses import PeerAddress
 from swarm.codec.limits import TensorLimits
 from swarm.config_flags import flag
+from swarm.model.options import QUANTIZATIONS, parse_device
 from swarm.records import BlockRange
 from swarm.security import RpcSecurity
 
@@ -94,8 +95,17 @@ class ServerConfig:
         "address clients should dial (a proxy or NAT mapping)", metavar="HOST:PORT", default_text="HOST:PORT"))
     """host:port clients dial (e.g. a proxy or NAT mapping); default host:port."""
     torch_dtype: str = field(default="auto", metadata=flag(
-        "compute dtype; auto: the checkpoint's", choices=("auto", "float32", "bfloat16", "float16")))
-    """auto (the checkpoint's), float32, bfloat16 or float16."""
+        "compute dtype; auto: the checkpoint's (on a GPU: bfloat16 where supported, else float16)", choices=("auto", "float32", "bfloat16", "float16")))
+    """auto (the checkpoint's; on a GPU a 16-bit one, see `swarm.model.device`), float32, bfloat16
+    or float16."""
+    device: str = field(default="cpu", metadata=flag(
+        "where blocks and KV caches live: cpu, cuda, cuda:N, or auto (cuda when present)",
+        metavar="cpu|cuda|cuda:N|auto", parse=parse_device))
+    """Torch device of the served blocks, their KV caches and the throughput probe."""
+    quantization: str = field(default="none", metadata=flag(
+        "quantize the served blocks' projections at load: int8 (LLM.int8) or nf4 (4-bit NormalFloat); "
+        "needs bitsandbytes", choices=QUANTIZATIONS))
+    """none, int8 or nf4 (`swarm.model.quantize`); announced in the server's record."""
     cache_tokens: int = field(default=8192, metadata=flag("KV-cache budget in tokens, all sessions together"))
     """KV-cache budget: tokens (batch rows x length) all open sessions may hold at once."""
     max_alloc_timeout: float = field(default=10.0, metadata=flag(

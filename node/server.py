@@ -28,6 +28,7 @@ from node.serving import RunningServer, StartedParts
 from node.state import ServingState
 from node.swarm_view import read_spans
 from node.throughput import get_throughput
+from swarm.model.device import resolve_device
 from swarm.dht import DhtConfig, SwarmDHT
 from swarm.identity import Identity
 from swarm.model.families import BlockStack, ModelInfo, load_block_stack, read_model_info
@@ -49,6 +50,8 @@ class BlockServer:
             Identity.load_or_create(config.identity_path) if config.identity_path else Identity.generate()
         )
         self.info: ModelInfo = read_model_info(config.model)
+        self.device = resolve_device(config.device)
+        """Where blocks, caches and the throughput probe run (`DeviceUnavailable` if absent)."""
         self.metrics = ServerMetrics()
 
     @property
@@ -65,7 +68,7 @@ class BlockServer:
             state = ServingState(config.model_name, blocks)
             grpc_server, address = self._bind()
             facts = ServerFacts(self.server_id, address, config.model_name, self.info.num_blocks,
-                                self.info.hidden_size, config.cache_tokens,
+                                self.info.hidden_size, config.cache_tokens, quantization=config.quantization,
                                 adapters=tuple(a.name for a in config.adapters))
             # JOINING: others see where we go before we load
             joining = build_record(facts, state, Measurements(), config.cache_tokens, "float32")
@@ -82,7 +85,8 @@ class BlockServer:
 
     async def _choose_blocks(self, dht: SwarmDHT) -> BlockRange:
         config, num_blocks = self.config, self.info.num_blocks
-        num = config.num_blocks or auto_num_blocks(config.model, config.torch_dtype, config.cache_tokens, num_blocks)
+        num = config.num_blocks or auto_num_blocks(config.model, config.torch_dtype, config.cache_tokens, num_blocks,
+                                                   config.quantization, self.device)
         spans = await read_spans(dht, config.model_name, num_blocks, config.dht_timeout)
         # not measured before loading: credited like any peer that states no speed
         blocks = choose_blocks(spans.values(), num_blocks, min(num, num_blocks),
@@ -93,9 +97,10 @@ class BlockServer:
     def _load(self, blocks: BlockRange) -> tuple[BlockStack, Throughput]:
         """Loads and measures `blocks` (blocking: runs on an executor thread; mutates nothing)."""
         began = time.perf_counter()
-        stack = load_block_stack(self.config.model, blocks, self.config.torch_dtype, progress=True)
+        stack = load_block_stack(self.config.model, blocks, self.config.torch_dtype, self.device, progress=True,
+                                 quantization=self.config.quantization)
         logger.info("loaded blocks %s in %.1f s", blocks, time.perf_counter() - began)
-        return stack, get_throughput(stack, self.config.model_name, "none", self.config.throughput)
+        return stack, get_throughput(stack, self.config.model_name, stack.quantization, self.config.throughput)
 
     def _bind(self) -> tuple[grpc.aio.Server, str]:
         """Creates the gRPC server and binds its port (so JOINING can carry the address).

@@ -2,8 +2,8 @@
 
 Before anything slow (loading blocks, importing torch, joining the DHT), `preflight`
 reads the TLS files, checks that --port and --dht-port are free, that --model is a
-checkpoint directory or a reachable hub id, and that --blocks / --num-blocks fit the
-model's config.json: a bad file, a taken port or a missing model is one line on stderr
+checkpoint directory or a reachable hub id, that --quantization can run (bitsandbytes is
+installed), and that --blocks / --num-blocks fit the model's config.json: a bad file, a taken port or a missing model is one line on stderr
 and exit code 1, a range that does not fit the model exit code 2, within a second
 (`swarm.cli_edge` prints them).
 """
@@ -21,6 +21,7 @@ from swarm.cli import run_event_loop
 from swarm.config_flags import add_config_flags
 from swarm.config_flags import config_from_args as config_from_flags
 from swarm.cli_edge import UsageError
+from swarm.model.options import check_quantization
 from swarm.model.source import ModelSource, check_model_source
 from swarm.records import BlockRange
 from swarm.rpc import check_port
@@ -57,6 +58,7 @@ def preflight(args: argparse.Namespace) -> tuple[RpcSecurity, ModelSource]:
         # its pushes to TLS peers would fail and every chained session would stall on it
         raise SecurityConfigError("--tls-cert needs --tls-ca too: the CA this server verifies its TLS peers "
                                   "against (for its pushes and probes)")
+    check_quantization(args.quantization)  # bitsandbytes present (not imported: torch stays unloaded)
     source = check_model_source(args.model)
     if source.num_blocks is not None:
         check_blocks(args.blocks, args.num_blocks, source.num_blocks)

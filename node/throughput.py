@@ -3,7 +3,8 @@
 Figures are tokens per second through ONE block: single-token inference steps (what a
 generating client waits for) and batch forward passes (what training and prefill use).
 Results are cached per hardware, model, dtype and quantization in a JSON file, so a
-restarted server publishes at once. `--throughput` overrides the measurement.
+restarted server publishes at once. `--throughput` overrides the measurement. The probe
+runs where the blocks are (`--device`), timed after the device finishes its queued work.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from swarm import settings
+from swarm.model.device import synchronize
 from swarm.model.families import BlockStack
 from swarm.records import BlockRange, Throughput
 
@@ -31,6 +33,7 @@ def cache_path() -> Path:
 
 
 def hardware_key(stack: BlockStack, model_name: str, quantization: str) -> str:
+    """The cache key: the device (GPU name, or CPU and threads), model, dtype, quantization, torch."""
     device = stack.device
     if device.type == "cuda":
         hardware = torch.cuda.get_device_name(device)
@@ -46,10 +49,12 @@ def _time_inference(stack: BlockStack, block: BlockRange) -> float:
     with torch.inference_mode():
         stack.forward(hidden, blocks=block, position_ids=torch.zeros(1, 1, dtype=torch.int64),
                       attention_mask=mask[:, :1], cache=cache)  # warm-up
+        synchronize(stack.device)
         began = time.perf_counter()
         for step in range(1, INFERENCE_STEPS + 1):
             stack.forward(hidden, blocks=block, position_ids=torch.tensor([[step]]),
                           attention_mask=mask[:, : step + 1], cache=cache)
+        synchronize(stack.device)
         return INFERENCE_STEPS / (time.perf_counter() - began)
 
 
@@ -59,8 +64,10 @@ def _time_forward(stack: BlockStack, block: BlockRange) -> float:
     mask = torch.ones(1, FORWARD_TOKENS, dtype=torch.int64)
     with torch.inference_mode():
         stack.forward(hidden, blocks=block, position_ids=positions, attention_mask=mask, cache=None)
+        synchronize(stack.device)
         began = time.perf_counter()
         stack.forward(hidden, blocks=block, position_ids=positions, attention_mask=mask, cache=None)
+        synchronize(stack.device)
         return FORWARD_TOKENS / (time.perf_counter() - began)
 
 

@@ -13,27 +13,11 @@ runs far slower there. Not here: loading (`swarm.model.families.stack`), quantiz
 
 from __future__ import annotations
 
-import re
-
 import torch
 from transformers import PretrainedConfig
 
-from swarm.errors import SwarmError
 from swarm.model.checkpoint import checkpoint_dtype, resolve_dtype
-
-DEVICE_PATTERN = re.compile(r"cpu|auto|cuda(:\d{1,3})?")
-"""Accepted --device values."""
-
-
-class DeviceUnavailable(SwarmError):
-    """A --device this machine does not have (no CUDA, or fewer GPUs)."""
-
-
-def parse_device(text: str) -> str:
-    """The --device text if well-formed (cpu, cuda, cuda:N, auto); ValueError otherwise."""
-    if not DEVICE_PATTERN.fullmatch(text):
-        raise ValueError(f"--device must be cpu, cuda, cuda:N or auto, got {text!r}")
-    return text
+from swarm.model.options import DeviceUnavailable, parse_device
 
 
 def resolve_device(text: str) -> torch.device:

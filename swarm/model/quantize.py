@@ -24,19 +24,17 @@ blocks. Not here: reading checkpoints (`swarm.model.checkpoint`), building layer
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from typing import Any
 
 import torch
 from torch import nn
 
-from swarm.errors import SwarmError
+from swarm.model.options import INSTALL_HINT, QuantizationUnavailable, check_quantization
+
+__all__ = ["QuantizationUnavailable", "quantize_layer", "resident_bytes"]
 
 logger = logging.getLogger(__name__)
-
-QUANTIZATIONS = ("none", "int8", "nf4")
-"""Accepted --quantization values; records carry one of them (other peers' may be newer)."""
 
 INT8_THRESHOLD = 6.0
 """LLM.int8's outlier threshold (the paper's and Petals' value)."""
@@ -44,23 +42,6 @@ NF4_BLOCKSIZE = 64
 """Weights sharing one NF4 scale (bitsandbytes' default)."""
 CPU_PACK_ROWS = 32
 """Row multiple bitsandbytes' packed CPU NF4 kernel needs (`_convert_weight_packed_for_cpu`)."""
-INSTALL_HINT = "pip install 'swarm-llm[quantization]' (bitsandbytes)"
-
-
-class QuantizationUnavailable(SwarmError):
-    """A quantization mode that this machine cannot run (unknown name, no bitsandbytes)."""
-
-
-def check_quantization(mode: str) -> None:
-    """`QuantizationUnavailable` unless `mode` is known and, if it quantizes, bitsandbytes is installed.
-
-    Cheap: finds the package without importing it (a CLI checks this before loading anything).
-    """
-    if mode not in QUANTIZATIONS:
-        raise QuantizationUnavailable(f"unknown quantization {mode!r}; expected one of {', '.join(QUANTIZATIONS)}")
-    if mode != "none" and importlib.util.find_spec("bitsandbytes") is None:
-        raise QuantizationUnavailable(f"--quantization {mode} needs bitsandbytes, which is not installed: "
-                                      f"{INSTALL_HINT}")
 
 
 def _bitsandbytes() -> Any:

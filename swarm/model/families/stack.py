@@ -29,7 +29,8 @@ from swarm.model.device import serving_dtype
 from swarm.model.families.base import Family, ModelInfo
 from swarm.model.families.detect import family_class, model_info
 from swarm.model.families.tuning import add_prompt, block_factors, lora_applied, lora_targets
-from swarm.model.quantize import check_quantization, quantize_layer, resident_bytes
+from swarm.model.options import check_quantization
+from swarm.model.quantize import quantize_layer, resident_bytes
 from swarm.errors import InvalidInput, NotServed, SessionStateError
 from swarm.progress import progress_bar
 from swarm.records import BlockRange
@@ -151,7 +152,8 @@ class BlockStack:
         cache: SessionCache | None = None,
         tuning: Tuning | None = None,
     ) -> torch.Tensor:
-        """Runs hidden states [B, T, H] through `blocks`; returns [B, T, H] in `self.dtype`.
+        """Runs hidden states [B, T, H] through `blocks`; returns [B, T, H] in `self.dtype`, on
+        the device `hidden` came from (the work and the KV cache are on `self.device`).
 
         `position_ids` [B, T] are the tokens' positions (HF generate: cumsum(mask) - 1,
         0 at padding); `attention_mask` [B, past + T] is 1 for real tokens, 0 for padding
@@ -165,6 +167,7 @@ class BlockStack:
         if cache is not None and cache.blocks != blocks:
             raise SessionStateError(f"session cache covers blocks {cache.blocks}, not {blocks}")
         past = cache.length if cache is not None else 0
+        origin = hidden.device  # the caller's (the CPU, where the codec works); blocks may be on a GPU
         hidden, position_ids, attention_mask = self._prepare_inputs(
             hidden, position_ids, attention_mask, past, cache
         )
@@ -179,7 +182,7 @@ class BlockStack:
                     hidden = add_prompt(hidden, tuning.prompts[index], past)
                 with lora_applied(layer, block_factors(tuning, index), tuning.lora_scale if tuning else 1.0):
                     hidden = self.family.run_layer(layer, index, hidden, context, layer_cache)
-        return hidden
+        return hidden.to(origin)  # (differentiable: a backward pass reaches the caller's tensor)
 
     def lora_targets(self) -> dict[str, tuple[int, int]]:
         """The projections LoRA may target in every block: path in the layer -> (out, in)."""

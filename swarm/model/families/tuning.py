@@ -43,7 +43,7 @@ def add_prompt(hidden: torch.Tensor, prompt: torch.Tensor, past: int) -> torch.T
     end = min(prompt.shape[1], past + hidden.shape[1])
     if end <= past:
         return hidden
-    rows = prompt[:, past:end].to(hidden.dtype)
+    rows = prompt[:, past:end].to(device=hidden.device, dtype=hidden.dtype)
     padding = hidden.new_zeros(rows.shape[0], hidden.shape[1] - (end - past), hidden.shape[2])
     return hidden + torch.cat([rows, padding], dim=1)
 
@@ -61,7 +61,8 @@ def lora_applied(layer: nn.Module, factors: dict[str, tuple[torch.Tensor, torch.
     def hook_for(a: torch.Tensor, b: torch.Tensor) -> Any:
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
             x = inputs[0]
-            return output + scale * ((x @ a.to(x.dtype).T) @ b.to(x.dtype).T)
+            a_, b_ = a.to(device=x.device, dtype=x.dtype), b.to(device=x.device, dtype=x.dtype)
+            return output + scale * ((x @ a_.T) @ b_.T)
         return hook
 
     try:
