@@ -14,6 +14,7 @@ from swarm import settings
 from swarm.addresses import PeerAddress
 from swarm.codec.limits import TensorLimits
 from swarm.config_flags import flag
+from swarm.model.options import QUANTIZATIONS
 from swarm.security import RpcSecurity
 
 
@@ -71,6 +72,10 @@ class ClientConfig:
         "apply the LoRA adapter the swarm serves under this name (routes only through servers that "
         "list it)", metavar="NAME"))
     """A served adapter's name (`swarm-node start --adapter NAME=DIR`); None: the base model."""
+    quantization: str | None = field(default=None, metadata=flag(
+        "route only through servers whose blocks are quantized so (none: full precision only)",
+        choices=QUANTIZATIONS, default_text="any"))
+    """Required `swarm-node start --quantization` of every server on a route; None: any."""
     verify_seed: int | None = None
     """Seed of the step sampler (None: random); tests fix it."""
     map_ttl: float = 5.0

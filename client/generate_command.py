@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("generate", help="generate text through the swarm",
                               description="Generate text through the swarm's servers.")
-    add_config_flags(p, ClientConfig, only=("initial_peers", "tls_ca", "swarm_token", "verify_fraction", "adapter"))
+    add_config_flags(p, ClientConfig, only=("initial_peers", "tls_ca", "swarm_token", "verify_fraction", "adapter",
+                                            "quantization"))
     p.add_argument("--model", default="default",
                    help="checkpoint directory or hub id the client loads its embeddings and head "
                         "from ('default': SmolLM2-135M-Instruct)")

@@ -37,6 +37,7 @@ from client.remote_cache import RemoteCache
 from swarm.errors import InvalidInput
 from swarm.model.families import family_class
 from swarm.model.head import ClientHead, load_client_head
+from swarm.model.options import QUANTIZATIONS
 from client.remote_sequential import RemoteSequential
 from client.runtime import LoopThread, shared_loop
 from client.session_handle import InferenceSession
@@ -272,6 +273,7 @@ class AutoDistributedModelForCausalLM:
         model_name: str | None = None,
         config: ClientConfig | None = None,
         adapter: str | None = None,
+        quantization: str | None = None,
         tuning_mode: TuningMode | None = None,
         pre_seq_len: int = 16,
         lora_rank: int = 8,
@@ -285,7 +287,8 @@ class AutoDistributedModelForCausalLM:
         `torch_dtype` (its old one): "auto" (the checkpoint's, the default), a name or a
         torch dtype. `model_name` defaults to the checkpoint directory's base name (what
         servers announce). `adapter`: a LoRA adapter the swarm serves (`swarm-node start
-        --adapter NAME=DIR`), applied by the servers. `tuning_mode` ("ptune", "deep_ptune",
+        --adapter NAME=DIR`), applied by the servers. `quantization` ("none", "int8", "nf4"):
+        route only through servers whose blocks are quantized so (None: any). `tuning_mode` ("ptune", "deep_ptune",
         "lora") makes `model.tuning` trainable tensors (see `client.tuning`) that every call
         carries: train them with any torch loop, save LoRA with `model.save_adapter(dir)`.
         """
@@ -293,6 +296,10 @@ class AutoDistributedModelForCausalLM:
         config = replace(config, initial_peers=peers) if config else ClientConfig(initial_peers=peers)
         if adapter is not None:
             config = replace(config, adapter=adapter)
+        if quantization is not None:
+            if quantization not in QUANTIZATIONS:
+                raise InvalidInput(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+            config = replace(config, quantization=quantization)
         head = load_client_head(path_or_id, _dtype_argument(dtype, torch_dtype))
         loop = shared_loop()
         client = loop.run(SwarmClient.connect(config))

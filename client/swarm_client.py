@@ -99,6 +99,9 @@ class SwarmClient:
         if self.config.adapter:  # only servers whose record lists it (no record: not known to have it)
             found = {s: e for s, e in found.items()
                      if s in records and self.config.adapter in records[s].adapters}
+        if self.config.quantization:  # likewise: only records that state the required quantization
+            found = {s: e for s, e in found.items()
+                     if s in records and records[s].quantization == self.config.quantization}
         self._snapshots[model] = _Snapshot(found, records, now)
         return found
 
