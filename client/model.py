@@ -39,6 +39,7 @@ from swarm.model.families import family_class
 from swarm.model.head import ClientHead, load_client_head
 from swarm.model.options import QUANTIZATIONS
 from client.remote_sequential import RemoteSequential
+from client.speculative import AUTO, Speculative, SpeculativeStats, blockers, draft_limit, speculative_generate
 from client.runtime import LoopThread, shared_loop
 from client.session_handle import InferenceSession
 from client.tuning import TrainableTuning, TuningMode, tuned_logits
@@ -76,6 +77,10 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
         self.generation_config = generation_config
         self.layers = RemoteSequential(client, loop, model_name, head.info.num_blocks)
         self._session: InferenceSession | None = None
+        self.speculative: Speculative = AUTO
+        """generate's default `speculative=` (see `client.speculative`)."""
+        self.speculative_stats: SpeculativeStats | None = None
+        """The last generate call's speculative decoding: steps, drafted and accepted tokens (None: plain)."""
         self.tuning: TrainableTuning | None = None
         """Trainable prompts or LoRA factors (`from_pretrained(tuning_mode=...)`): with them set,
         the head is frozen, so the model's trainable parameters are exactly these."""
@@ -163,14 +168,18 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
         `min_new_tokens`, `no_repeat_ngram_size`, `stop_strings` with `tokenizer=`,
         `return_dict_in_generate`, `output_scores`, ...); raises InvalidInput naming any
         option the swarm cannot serve. Returns prompt + new tokens (or transformers' output
-        object). Within `model.inference_session(...)` (or with `session=`) the call
+        object). `speculative=` ("auto", 0, N): drafts verified N at a time, see
+        `client.speculative`; `model.speculative_stats` reports the acceptance rate. Within `model.inference_session(...)` (or with `session=`) the call
         continues after what the session holds and returns only this call's prompt + new
         tokens.
         """
         input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
         if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2:
             raise InvalidInput("generate needs input_ids [batch, tokens] (token ids)")
+        speculative = kwargs.pop("speculative", self.speculative)
         config = checked_config(generation_config or self.generation_config, kwargs)
+        custom = bool(logits_processor or stopping_criteria or prefix_allowed_tokens_fn)
+        drafts = draft_limit(speculative, blockers(config, input_ids.shape[0], custom, kwargs))
         session = session or self._session
         tuning = self._servers_tuning()
         if session is None:
@@ -182,9 +191,14 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
             cache, input_ids, kwargs["attention_mask"] = _continue(session, input_ids, kwargs.get("attention_mask"),
                                                                    config)
         hf_generate: Any = super().generate  # type: ignore[misc]  # its self type is a Protocol of transformers'
+        self.speculative_stats = None
         try:
-            out = hf_generate(input_ids, generation_config, logits_processor, stopping_criteria,
-                              prefix_allowed_tokens_fn, streamer=streamer, past_key_values=cache, **kwargs)
+            if drafts:
+                out, self.speculative_stats = speculative_generate(self, input_ids, config, cache, drafts, streamer,
+                                                                   kwargs)
+            else:
+                out = hf_generate(input_ids, generation_config, logits_processor, stopping_criteria,
+                                  prefix_allowed_tokens_fn, streamer=streamer, past_key_values=cache, **kwargs)
         finally:
             cache.close()
         if session is None:
@@ -279,6 +293,7 @@ class AutoDistributedModelForCausalLM:
         lora_rank: int = 8,
         lora_alpha: float = 16.0,
         lora_targets: Sequence[str] = ("q_proj", "v_proj"),
+        speculative: Speculative = AUTO,
     ) -> DistributedModelForCausalLM:
         """Loads the client's parts of a checkpoint and connects to the swarm.
 
@@ -291,6 +306,8 @@ class AutoDistributedModelForCausalLM:
         route only through servers whose blocks are quantized so (None: any). `tuning_mode` ("ptune", "deep_ptune",
         "lora") makes `model.tuning` trainable tensors (see `client.tuning`) that every call
         carries: train them with any torch loop, save LoRA with `model.save_adapter(dir)`.
+        `speculative`: generate's default for speculative decoding ("auto", 0: off, N: drafts
+        of up to N tokens; see `client.speculative`).
         """
         peers = _initial_peers(initial_peers, config)
         config = replace(config, initial_peers=peers) if config else ClientConfig(initial_peers=peers)
@@ -310,6 +327,8 @@ class AutoDistributedModelForCausalLM:
         name = model_name or model_name_of(path_or_id)
         logger.info("client for %s ready: %d remote blocks", name, head.info.num_blocks)
         model = DistributedModelForCausalLM(head, name, client, loop, generation_config)
+        draft_limit(speculative, [])  # a wrong value fails here, not at the first generate
+        model.speculative = speculative
         if tuning_mode is not None:
             family_config = copy.deepcopy(head.config)
             model.enable_tuning(TrainableTuning(head.info, family_class(family_config)(family_config), tuning_mode,

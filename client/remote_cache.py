@@ -61,6 +61,16 @@ class RemoteCache:
         self.ids = reordered
         self.positions = self.positions[beam_idx.to(self.positions.device)]
 
+    def crop(self, length: int) -> None:
+        """Forgets positions >= `length` (rejected drafts): the next step starts there, which
+        drops them from the servers' caches (`start_position`)."""
+        if not 0 <= length <= self.get_seq_length():
+            raise ValueError(f"cannot crop a cache of {self.get_seq_length()} tokens to {length}")
+        self.ids = self.ids[:, :length]
+        self.positions = self.positions[:, :length]
+        if self._rewind_to is not None:
+            self._rewind_to = min(self._rewind_to, length)
+
     def step(self, embed: Callable[[torch.Tensor], torch.Tensor], input_ids: torch.Tensor,
              position_ids: torch.Tensor | None, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Sends new tokens (after any replay); returns hidden states of the new tokens.
