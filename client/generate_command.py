@@ -45,8 +45,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="nucleus sampling threshold, 0 < P <= 1")
     p.add_argument("--repetition-penalty", type=ranged_float(0.0, low_open=True), default=None,
                    help="transformers' repetition penalty, > 0 (1: none)")
+    p.add_argument("--speculative", type=_draft_tokens, default=None, metavar="N",
+                   help="speculative decoding: draft up to N tokens per step by prompt lookup, verified in "
+                        "one round trip (0: off; default: auto, up to 8)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end instead of streaming")
     p.set_defaults(run=run)
+
+
+def _draft_tokens(text: str) -> int:
+    """--speculative: a whole number >= 0 (0 turns speculative decoding off)."""
+    return 0 if text.strip() == "0" else positive_int(text)
 
 
 def _prompt_ids(tokenizer: Any, prompt: str, chat: bool) -> "torch.Tensor":
@@ -62,7 +70,8 @@ def _prompt_ids(tokenizer: Any, prompt: str, chat: bool) -> "torch.Tensor":
 
 
 def _sampling(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {"max_new_tokens": args.max_new_tokens}
+    options: dict[str, Any] = {"max_new_tokens": args.max_new_tokens,
+                               "speculative": "auto" if args.speculative is None else args.speculative}
     if args.temperature > 0:
         options.update(do_sample=True, temperature=args.temperature)
         if args.top_k is not None:
@@ -100,10 +109,15 @@ def _generate(args: argparse.Namespace, tokenizer: Any, model: DistributedModelF
     elapsed = time.perf_counter() - began
     new = out[0, ids.shape[1]:]
     speed = len(new) / elapsed if elapsed > 0 else 0.0
+    stats = model.speculative_stats
     if args.json:
         json.dump({"text": tokenizer.decode(new, skip_special_tokens=True), "tokens": new.tolist(),
-                   "route": route, "seconds": round(elapsed, 3), "tokens_per_s": round(speed, 2)},
-                  sys.stdout)
+                   "route": route, "seconds": round(elapsed, 3), "tokens_per_s": round(speed, 2),
+                   "steps": stats.steps if stats else len(new),
+                   "acceptance_rate": round(stats.acceptance_rate, 3) if stats else None}, sys.stdout)
         print()
     else:
         print(f"\n[route: {route}]\n[{len(new)} tokens in {elapsed:.2f} s: {speed:.1f} tokens/s]")
+        if stats is not None:
+            print(f"[speculative: {len(new)} tokens in {stats.steps} steps, {stats.accepted} of {stats.drafted} "
+                  f"drafted tokens accepted ({100 * stats.acceptance_rate:.0f}%)]")

@@ -1,6 +1,7 @@
 """`scripts/bench wan`: per-token latency through servers behind simulated WAN links.
 
     scripts/bench wan [--delay-ms 20] [--tokens 20] [--rounds 3] [--model default] [--json]
+    scripts/bench wan --speculative [N]   (speculative vs plain decoding: devtools.bench.wan_speculative)
 
 Starts a DHT bootstrap node and three block servers on 127.0.0.1, each behind its own
 `DelayProxy` (the servers announce the proxy's address, so every hop, client -> server
@@ -257,12 +258,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scripts/bench wan", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--delay-ms", type=float, default=20.0, help="one-way delay per hop (default 20)")
-    parser.add_argument("--tokens", type=int, default=20, help="new tokens per generate (default 20)")
+    parser.add_argument("--tokens", type=int, default=20,
+                        help="new tokens per generate (default 20; 96 with --speculative)")
     parser.add_argument("--rounds", type=int, default=3, help="generate calls per mode (default 3)")
     parser.add_argument("--servers", type=int, default=3, help="servers in the chain (default 3)")
     parser.add_argument("--model", default=None,
                         help="checkpoint dir, hub id or 'default' (SmolLM2); default: a tiny random Llama")
     parser.add_argument("--workdir", type=Path, help="logs and checkpoint (default: a temp dir, removed)")
+    parser.add_argument("--speculative", type=int, nargs="?", const=8, default=None, metavar="N",
+                        help="compare speculative decoding (drafts of up to N tokens, default 8) with plain "
+                             "decoding on a copying prompt (SmolLM2 unless --model)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
@@ -279,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 workdir=args.workdir)
     except ValueError as error:
         parser.error(str(error))
+    if args.speculative is not None:
+        given = sys.argv[1:] if argv is None else argv
+        return _speculative_main(args, args.tokens if any(a.startswith("--tokens") for a in given) else 96)
     try:
         with sigterm_as_interrupt():
             result = run_bench(config)
@@ -289,6 +297,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", error)
         return 1
     print(json.dumps(to_json(result), indent=2) if args.json else format_table(result), flush=True)
+    return 0
+
+
+def _speculative_main(args: argparse.Namespace, tokens: int) -> int:
+    from devtools.bench.wan_speculative import format_result, run_speculative
+
+    try:
+        with sigterm_as_interrupt():
+            result = run_speculative(args.model, args.servers, args.delay_ms / 1e3, tokens, args.rounds,
+                                     max(1, args.speculative), args.workdir)
+    except KeyboardInterrupt:
+        logger.info("interrupted; every process stopped")
+        return 130
+    except (LocalSwarmError, ValueError) as error:
+        logger.error("%s", error)
+        return 1
+    print(json.dumps({**asdict(result), "speedup": result.speedup}, indent=2) if args.json
+          else format_result(result), flush=True)
     return 0
 
 

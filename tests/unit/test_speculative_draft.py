@@ -72,3 +72,17 @@ def test_policy() -> None:
     for bad in (-1, "fast", 2.5):
         with pytest.raises(InvalidInput, match="speculative must be"):
             draft_limit(bad, [])  # type: ignore[arg-type]
+
+
+def test_generate_command_flag() -> None:
+    import argparse
+
+    from client.generate_command import _draft_tokens, _sampling
+
+    assert _draft_tokens("0") == 0 and _draft_tokens("5") == 5
+    for bad in ("-1", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _draft_tokens(bad)
+    args = argparse.Namespace(max_new_tokens=4, temperature=0.0, repetition_penalty=None, speculative=None)
+    assert _sampling(args)["speculative"] == "auto"
+    assert _sampling(argparse.Namespace(**{**vars(args), "speculative": 0}))["speculative"] == 0
