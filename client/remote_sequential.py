@@ -10,6 +10,7 @@ its blocks re-routed, within the configured retry bound.
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,6 +40,8 @@ class _Hop:
     blocks: BlockRange
     inputs: torch.Tensor
     tuning: Tuning | None
+    pass_id: str = ""
+    """Under which the server may keep the hop's graph for its Backward ("": nothing kept)."""
 
 
 class RemoteSequential(torch.nn.Module):
@@ -108,7 +111,9 @@ class RemoteSequential(torch.nn.Module):
     # ---- async work on the client loop ------------------------------------------
 
     async def run_forward(self, span: BlockRange, hidden: torch.Tensor, mask: torch.Tensor | None,
-                          tuning: Tuning | None = None) -> tuple[torch.Tensor, list[_Hop]]:
+                          tuning: Tuning | None = None, training: bool = False) -> tuple[torch.Tensor, list[_Hop]]:
+        """The output after `span`, and the hops that computed it. `training`: a backward will
+        follow, so each server is asked to keep its graph for it (saves recomputing the forward)."""
         hops: list[_Hop] = []
         position, x, retries = span.start, hidden, 0
         while position < span.end:
@@ -118,14 +123,16 @@ class RemoteSequential(torch.nn.Module):
             for segment in route.segments:
                 address = addresses[segment.server_id]
                 part = _digested(tuning.restricted(segment.blocks)) if tuning else None
-                call = ForwardCall(self.model, segment.blocks, (x,) if mask is None else (x, mask), part or None)
+                pass_id = secrets.token_hex(16) if training else ""
+                call = ForwardCall(self.model, segment.blocks, (x,) if mask is None else (x, mask), part or None,
+                                   pass_id=pass_id)
                 try:
                     y = await self.transport.forward(address, call, self.client.config.forward_timeout)
                     check_finite(y, address, f"forward through blocks {segment.blocks}")
                 except SwarmError as error:
                     retries = self._failed(segment.server_id, address, error, retries)
                     break
-                hops.append(_Hop(segment.server_id, address, segment.blocks, x, part or None))
+                hops.append(_Hop(segment.server_id, address, segment.blocks, x, part or None, pass_id))
                 x, position = y, segment.blocks.end
         return x, hops
 
@@ -143,7 +150,7 @@ class RemoteSequential(torch.nn.Module):
             except SwarmError as error:
                 retries = self._failed(hop.server_id, hop.address, error, retries)
                 # recompute this hop's blocks elsewhere, then go back through them
-                _, fresh = await self.run_forward(hop.blocks, hop.inputs, mask, hop.tuning)
+                _, fresh = await self.run_forward(hop.blocks, hop.inputs, mask, hop.tuning, training=True)
                 grad, grads_elsewhere = await self.run_backward(fresh, grad, mask)
                 tuning_grads.update(grads_elsewhere)
         return grad, tuning_grads
@@ -153,7 +160,7 @@ class RemoteSequential(torch.nn.Module):
         """Backward through one hop; its tuning by reference to what the Forward sent (the
         tensors again if the server no longer has them, or anything else went wrong)."""
         timeout = self.client.config.forward_timeout
-        call = ForwardCall(self.model, hop.blocks, tensors, hop.tuning)
+        call = ForwardCall(self.model, hop.blocks, tensors, hop.tuning, pass_id=hop.pass_id)
         if hop.tuning is not None and hop.tuning.digest:
             try:
                 return await self.transport.backward(hop.address, replace(call, tuning_by_reference=True), timeout)
@@ -185,7 +192,8 @@ class _RemoteFunction(torch.autograd.Function):
         slots, scale, adapter = layout
         tuning = Tuning.from_slots(slots, [t.detach() for t in tensors], scale) if slots else None
         tuning = Tuning(adapter=adapter) if adapter else tuning
-        out, hops = module.loop.run(module.run_forward(module.span, hidden.detach(), mask, tuning))
+        training = any(ctx.needs_input_grad)  # (torch.enable_grad with inputs that need gradients)
+        out, hops = module.loop.run(module.run_forward(module.span, hidden.detach(), mask, tuning, training))
         ctx.module, ctx.hops, ctx.mask, ctx.slots = module, hops, mask, slots
         return out
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from swarm.model.families import BlockStack, SessionCache
+from node.graph_cache import KeptPass, KeptPiece, tuning_key
 from node.scheduler import DEFAULT_BATCH_SHARE, Priority, PriorityExecutor, Scheduling
 from node.validation import default_positions
 from swarm.errors import NotServed
@@ -109,6 +110,24 @@ class BlockBackend:
                                                 peer=peer))
         return torch.cat(outs, dim=1)
 
+    async def forward_keeping(
+        self, blocks: BlockRange, hidden: torch.Tensor, attention_mask: torch.Tensor | None, peer: str = "",
+        tuning: Tuning | None = None,
+    ) -> tuple[torch.Tensor, KeptPass]:
+        """The blocks' output, and their graphs for the pass's Backward (`node.graph_cache`).
+        `tuning` must be identifiable (`tuning_key` not None)."""
+        stack = self.stack
+        mask, positions = _batch_inputs(hidden, attention_mask)
+        source = self._differentiated(tuning, blocks)
+        with self.executor.active(Priority.BATCH):
+            pieces = await self._graph_pieces(stack, self._pieces(blocks), hidden.detach().to(stack.dtype), mask,
+                                              positions, source, peer)
+        key = tuning_key(tuning)
+        if key is None:
+            raise ValueError("a kept pass needs a tuning with a digest or an adapter name")
+        kept = KeptPass(stack, blocks, hidden, attention_mask, key, source, tuple(pieces))
+        return pieces[-1].out.detach().to(hidden.dtype), kept
+
     async def backward(
         self,
         blocks: BlockRange,
@@ -117,34 +136,54 @@ class BlockBackend:
         attention_mask: torch.Tensor | None,
         peer: str = "",
         tuning: Tuning | None = None,
+        kept: KeptPass | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The gradients of `sum(forward(hidden) * grad_outputs)` with respect to `hidden` and
         to each of `tuning`'s tensors (in `tuning.slots()` order; [] without tuning).
 
-        Forward piece by piece keeping each piece's graph, then back through the pieces in
+        The pieces `kept` holds (if it matches these inputs) are not computed again; the rest
+        run forward piece by piece keeping each piece's graph, then back through all pieces in
         reverse: the same work as one autograd pass over the range, queued in pieces.
         """
         stack = self.stack
         mask, positions = _batch_inputs(hidden, attention_mask)
-        served = self._resolved(tuning, blocks) if tuning is not None and tuning.adapter else None
-        leaves = _leaf_tuning(tuning) if served is None else None  # (no gradients for a served adapter)
-        passes: list[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]] = []
-        out = hidden.detach().to(stack.dtype)
+        usable = kept is not None and kept.matches(stack, blocks, hidden, attention_mask, tuning)
+        source = kept.source if kept is not None and usable else self._differentiated(tuning, blocks)
+        pieces = list(kept.pieces) if kept is not None and usable else []
         grad = grad_outputs.to(stack.dtype)
         grads: dict[int, torch.Tensor] = {}
         with self.executor.active(Priority.BATCH):
-            for block in self._pieces(blocks):
-                inputs = out.detach().requires_grad_(True)
-                piece = leaves.restricted(block) if leaves else served.restricted(block) if served else None
-                out = await self.executor.run(Priority.BATCH, _graph_piece, stack, block, inputs, mask, positions,
-                                              piece, peer=peer)
-                passes.append((inputs, out, piece.tensors() if piece else []))
-            for inputs, out, params in reversed(passes):
-                grad, param_grads = await self.executor.run(Priority.BATCH, _piece_grads, out, inputs, params, grad,
-                                                            peer=peer)
-                grads.update({id(p): g for p, g in zip(params, param_grads)})
-        tuning_grads = [grads[id(t)].to(t.dtype) for t in leaves.tensors()] if leaves else []
+            start = pieces[-1].out.detach() if pieces else hidden.detach().to(stack.dtype)
+            pieces += await self._graph_pieces(stack, self._pieces(blocks)[len(pieces):], start, mask, positions,
+                                               source, peer)
+            for piece in reversed(pieces):
+                grad, param_grads = await self.executor.run(Priority.BATCH, _piece_grads, piece.out, piece.inputs,
+                                                            list(piece.params), grad, peer=peer)
+                grads.update({id(p): g for p, g in zip(piece.params, param_grads)})
+        differentiated = source if tuning is not None and not tuning.adapter else None  # (not a served adapter's)
+        tuning_grads = [grads[id(t)].to(t.dtype) for t in differentiated.tensors()] if differentiated else []
         return grad.to(hidden.dtype), tuning_grads
+
+    def _differentiated(self, tuning: Tuning | None, blocks: BlockRange) -> Tuning | None:
+        """The tuning a graph runs with: a client's tensors as fresh autograd leaves (their
+        gradients are part of the answer), a served adapter's own tensors (no gradients)."""
+        if tuning is not None and tuning.adapter:
+            return self._resolved(tuning, blocks)
+        return _leaf_tuning(tuning)
+
+    async def _graph_pieces(self, stack: BlockStack, ranges: list[BlockRange], hidden: torch.Tensor,
+                            mask: torch.Tensor, positions: torch.Tensor, source: Tuning | None, peer: str
+                            ) -> list[KeptPiece]:
+        """Forward through `ranges` in order, each piece's graph kept."""
+        pieces: list[KeptPiece] = []
+        out = hidden
+        for block in ranges:
+            inputs = out.detach().requires_grad_(True)
+            piece = source.restricted(block) if source else None
+            out, nbytes = await self.executor.run(Priority.BATCH, _graph_piece, stack, block, inputs, mask,
+                                                  positions, piece, peer=peer)
+            pieces.append(KeptPiece(block, inputs, out, tuple(piece.tensors()) if piece else (), nbytes))
+        return pieces
 
     def _pieces(self, blocks: BlockRange) -> list[BlockRange]:
         """The ranges a pass is queued in: single blocks, or the whole range for fifo (one task per call)."""
@@ -161,11 +200,22 @@ def _forward_piece(stack: BlockStack, block: BlockRange, hidden: torch.Tensor, m
 
 
 def _graph_piece(stack: BlockStack, block: BlockRange, inputs: torch.Tensor, mask: torch.Tensor,
-                 positions: torch.Tensor, tuning: Tuning | None) -> torch.Tensor:
-    """A piece of a backward pass: forward with the graph kept for `_piece_grads`."""
-    with torch.enable_grad():
-        return stack.forward(inputs, blocks=block, position_ids=positions, attention_mask=mask, cache=None,
-                             tuning=tuning)
+                 positions: torch.Tensor, tuning: Tuning | None) -> tuple[torch.Tensor, int]:
+    """A piece of a training pass: forward with the graph kept for `_piece_grads`, and the
+    bytes of what autograd saved for it (the weights' storages, shared by all, not counted)."""
+    weights = {p.untyped_storage().data_ptr() for p in stack.layers.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = stack.forward(inputs, blocks=block, position_ids=positions, attention_mask=mask, cache=None,
+                            tuning=tuning)
+    return out, sum(saved.values())
 
 
 def _leaf_tuning(tuning: Tuning | None) -> Tuning | None:

@@ -181,6 +181,10 @@ class ServerConfig:
         "(one client address: half); a quarter more keeps recent passes' tensors for their Backward calls"))
     """Budget of the tuning tensors sessions hold for their lifetime (and, a quarter of it, the
     cache of recent passes' tensors by digest)."""
+    max_graph_bytes: int = field(default=1 << 30, metadata=flag(
+        "most bytes of training passes' autograd graphs kept from a Forward to its Backward (which "
+        "then need not recompute the forward); the oldest go first, a Backward without one recomputes"))
+    """Budget of `node.graph_cache` (activations saved by autograd, weights excluded)."""
     max_batch_size: int = 64
     """Most rows a session or forward call may have."""
     max_session_length: int = 8192

@@ -79,6 +79,11 @@ class ServerMetrics:
         self.batch_seconds = Histogram("swarm_batch_seconds", "Latency of Forward and Backward calls, from the "
                                        "request to the answer", ["kind"], buckets=_BATCH_BUCKETS,
                                        registry=self.registry)
+        self.training_graphs = Counter("swarm_training_graphs", "Training passes' graphs: kept by a Forward, "
+                                       "reused by its Backward, or recomputed by a Backward that had none",
+                                       ["outcome"], registry=self.registry)
+        self.training_graph_bytes = Gauge("swarm_training_graph_bytes", "Bytes of autograd graphs kept for "
+                                          "Backward calls", registry=self.registry)
         self.pushes_failed = Counter("swarm_pushes_failed", "Pushes to the next server that failed",
                                      registry=self.registry)
         self.errors = Counter("swarm_errors", "Requests answered with an error status", ["code"],

@@ -22,16 +22,19 @@ from node.backend import BlockBackend
 from node.inference import InferenceSessions
 from node.metrics import ServerMetrics
 from node.state import ServingState
+from node.graph_cache import GraphCache, KeptPass, tuning_key
 from node.tuning_cache import TuningCache
 from node.error_mapping import grpc_errors
 from node.limits import Overloaded, ShareLedger, peer_of
 from node.validation import (
     FLOAT_DTYPES,
+    RANDOM_ID_CHARS,
     check_blocks,
     check_finite,
     check_finite_output,
     check_hidden,
     check_positions_and_mask,
+    is_random_id,
 )
 from swarm.codec import messages
 from swarm.codec.limits import TensorLimits
@@ -71,6 +74,8 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
         """Request bytes being received or worked on, server-wide and per client address."""
         self.tuning_cache = TuningCache(config.max_tuning_bytes // 4)
         """Tuning tensors of recent passes by digest (a Backward refers to its Forward's)."""
+        self.graphs = GraphCache(config.max_graph_bytes)
+        """Autograd graphs of training passes by (client address, pass id), for their Backward."""
 
     async def _decoded(self, request_iterator: AsyncIterator[object]) -> AsyncIterator[InferenceRequest]:
         async for message in request_iterator:
@@ -112,6 +117,9 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
         check_positions_and_mask(None, mask, hidden.shape[0], hidden.shape[1], hidden.shape[1])
         if call.tuning is not None:
             self.backend.check_tuning(call.tuning, call.blocks, hidden.shape[0])
+        if call.pass_id and not is_random_id(call.pass_id):
+            raise InvalidInput(f"pass_id must be empty or {RANDOM_ID_CHARS} lowercase hex digits "
+                               f"(128 random bits), got {len(call.pass_id)} characters")
 
     def _with_tuning_tensors(self, call: ForwardCall) -> ForwardCall:
         """A call whose tuning refers to a digest gets the tensors kept under it; tensors that
@@ -169,8 +177,15 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
         async with self._batch_call(request_iterator, context, 1) as (call, peer):
             self.metrics.batch_calls.labels("forward").inc()
             mask = call.tensors[1] if len(call.tensors) > 1 else None
-            out = await self.backend.forward(call.blocks, call.tensors[0], mask, peer, call.tuning)
-            check_finite_output(out)
+            if call.pass_id and tuning_key(call.tuning) is not None:  # a training pass: keep its graph
+                out, kept = await self.backend.forward_keeping(call.blocks, call.tensors[0], mask, peer, call.tuning)
+                check_finite_output(out)
+                if self.graphs.put(peer, call.pass_id, kept, time.monotonic()):
+                    self.metrics.training_graphs.labels("kept").inc()
+                self.metrics.training_graph_bytes.set(self.graphs.used)
+            else:
+                out = await self.backend.forward(call.blocks, call.tensors[0], mask, peer, call.tuning)
+                check_finite_output(out)
         self.metrics.batch_seconds.labels("forward").observe(time.perf_counter() - began)
         for message in messages.encode_tensor_stream([out]):
             yield message
@@ -181,13 +196,25 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
         async with self._batch_call(request_iterator, context, 2) as (call, peer):
             self.metrics.batch_calls.labels("backward").inc()
             mask = call.tensors[2] if len(call.tensors) > 2 else None
+            kept = self._kept_graph(call, peer)
             grad, tuning_grads = await self.backend.backward(call.blocks, call.tensors[0], call.tensors[1], mask,
-                                                             peer, call.tuning)
+                                                             peer, call.tuning, kept)
             for tensor in (grad, *tuning_grads):
                 check_finite_output(tensor)
         self.metrics.batch_seconds.labels("backward").observe(time.perf_counter() - began)
         for message in messages.encode_tensor_stream([grad, *tuning_grads], backward=True):
             yield message
+
+    def _kept_graph(self, call: ForwardCall, peer: str) -> KeptPass | None:
+        """The graph the call's Forward kept, if it still matches the call's inputs."""
+        kept = self.graphs.take(peer, call.pass_id, time.monotonic()) if call.pass_id else None
+        self.metrics.training_graph_bytes.set(self.graphs.used)
+        mask = call.tensors[2] if len(call.tensors) > 2 else None
+        if kept is None or not kept.matches(self.backend.stack, call.blocks, call.tensors[0], mask, call.tuning):
+            self.metrics.training_graphs.labels("recomputed").inc()
+            return None
+        self.metrics.training_graphs.labels("reused").inc()
+        return kept
 
     @grpc_errors
     async def Info(self, request, context):  # type: ignore[no-untyped-def]

@@ -113,6 +113,9 @@ class ForwardCall:
     tuning_by_reference: bool = False
     """The tuning's bytes are not sent: the server uses those it keeps under `tuning.digest`
     (then `tuning`'s tensors, decoded, are on the `meta` device)."""
+    pass_id: str = ""
+    """A training pass's random id (32 hex digits) or "": a Forward with one may have its
+    autograd graph kept by the server for the Backward with the same id."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,8 @@ class ForwardHeader:
     """The declared tuning, its tensors on the `meta` device like `tensors`."""
     tuning_by_reference: bool = False
     """The tuning's bytes do not follow (see `ForwardCall.tuning_by_reference`)."""
+    pass_id: str = ""
+    """See `ForwardCall.pass_id`."""
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,9 @@ CHUNK_BYTES = 1 << 20
 MAX_STREAM_TENSORS = 4
 """Most tensors one Forward/Backward call may declare."""
 
+MAX_PASS_ID_CHARS = 64
+"""Longer pass ids are refused before anything else is read (valid ones have 32)."""
+
 
 def blocks_from_wire(message: record_pb2.BlockRange) -> BlockRange:
     if message.end <= message.start:
@@ -67,6 +70,7 @@ def encode_forward_call(call: ForwardCall, backward: bool = False) -> Iterator[o
         blocks=blocks_to_wire(call.blocks),
         tensors=[tensor_header(t) for t in call.tensors],
         tuning=tuning_to_wire(tuning, with_data=False, by_reference=by_reference) if tuning else None,
+        pass_id=call.pass_id,
     )
     yield message_type(open=header)
     sent = tuning.tensors() if tuning and not by_reference else []
@@ -148,8 +152,10 @@ async def read_forward_header(
     has_tuning = bool(slots or opened.tuning.adapter)
     tuning = build_tuning(slots, metas[len(base):], opened.tuning.lora_scale, opened.tuning.adapter,
                           opened.tuning.digest) if has_tuning else None
+    if len(opened.pass_id) > MAX_PASS_ID_CHARS:
+        raise CodecError(f"pass_id longer than {MAX_PASS_ID_CHARS} characters")
     header = ForwardHeader(opened.model, blocks_from_wire(opened.blocks), metas[:len(base)], sum(sizes), tuning,
-                           by_reference)
+                           by_reference, opened.pass_id)
     return ForwardOpening(header, iterator, headers, tuple(sizes))
 
 
@@ -163,7 +169,7 @@ async def read_forward_payload(opening: ForwardOpening, limits: TensorLimits = D
         slots = [slot for slot, _ in declared.slots()]
         tuning = build_tuning(slots, tensors[count:], declared.lora_scale, declared.adapter, declared.digest)
     return ForwardCall(opening.header.model, opening.header.blocks, tensors[:count], tuning,
-                       opening.header.tuning_by_reference)
+                       opening.header.tuning_by_reference, opening.header.pass_id)
 
 
 async def decode_forward_call(

@@ -50,6 +50,11 @@ def test_server_metrics_after_generation_and_training_calls(llama_swarm: Running
                 if s.name == "swarm_compute_busy_seconds_total"}
         assert busy["inference"] > 0 and busy["batch"] > 0
         assert families["swarm_compute_busy_seconds"].type == "counter"
+        # the Backward used the graph its Forward kept instead of computing the forward again
+        graphs = {s.labels["outcome"]: s.value for s in families["swarm_training_graphs"].samples
+                  if s.name == "swarm_training_graphs_total"}
+        assert graphs.get("kept") == graphs.get("reused") == 1 and "recomputed" not in graphs, graphs
+        assert families["swarm_training_graph_bytes"].samples[0].value == 0  # taken by the Backward
 
 
 def test_metrics_only_on_their_path(llama_swarm: RunningSwarm) -> None:
