@@ -76,6 +76,11 @@ class ClientConfig:
         "route only through servers whose blocks are quantized so (none: full precision only)",
         choices=QUANTIZATIONS, default_text="any"))
     """Required `swarm-node start --quantization` of every server on a route; None: any."""
+    wire_compression: str = field(default="auto", metadata=flag(
+        "how hidden states travel between client and servers: auto (float16 for float32 "
+        "activations), none, float16, bfloat16 or blockwise8", metavar="KIND",
+        choices=("auto", "none", "float16", "bfloat16", "blockwise8")))
+    """Wire compression of hidden states per session and Forward (`swarm.codec.compression.policy`)."""
     verify_seed: int | None = None
     """Seed of the step sampler (None: random); tests fix it."""
     map_ttl: float = 5.0

@@ -2,7 +2,11 @@
 
 Channels, options, the ping and the status -> error mapping come from `swarm.rpc`; this
 module adds the calls themselves (an Inference stream, Forward/Backward, Info) with a
-timeout on every await. A failed call surfaces as a typed `swarm.errors` error with the
+timeout on every await, and the wire compression of hidden states: a session or a
+Forward asks for the one `swarm.codec.compression.policy` picks (unless the request
+names one); a training pass (a Forward with a pass_id, and every Backward) never does, so
+that gradients travel exact (float16 would flush small ones to zero), the server's kept
+graph matches the Backward's inputs, and fine-tuning stays bit-for-bit what it was. A failed call surfaces as a typed `swarm.errors` error with the
 peer's address, never as `grpc.aio.AioRpcError`.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
@@ -18,9 +23,11 @@ import torch
 
 from client.verification import BadOutput
 from swarm.codec import messages
+from swarm.codec.compression import AUTO, policy
 from swarm.codec.limits import TensorLimits
 from swarm.errors import PeerUnavailable, SwarmError
 from swarm.protocol import (
+    Compression,
     ForwardCall,
     InferenceClose,
     InferenceClosed,
@@ -49,6 +56,8 @@ class GrpcInferenceStream:
         self.address = address
         self.server_id = opened.server_id
         self._limits = limits
+        self.compression = Compression.NONE
+        """How this session's steps send hidden states (the open's compression)."""
 
     @classmethod
     async def open(
@@ -66,14 +75,16 @@ class GrpcInferenceStream:
         if reply is grpc.aio.EOF or not isinstance(reply, InferenceOpened):
             call.cancel()
             raise PeerUnavailable(f"{address} did not open the session", peer=address)
-        return cls(call, address, limits, reply)
+        stream = cls(call, address, limits, reply)
+        stream.compression = request.compression
+        return stream
 
     async def send(self, step: InferenceStep, timeout: float) -> None:
         """Sends a step without waiting for its result."""
         what = f"step {step.step_id}"
         with rpc_errors(self.address, what):
             try:
-                await _timed(self._call.write(messages.encode_inference_request(step)), timeout)
+                await _timed(self._call.write(messages.encode_inference_request(step, self.compression)), timeout)
             except asyncio.InvalidStateError:
                 raise await self._ended(what, timeout) from None
 
@@ -141,15 +152,24 @@ class GrpcInferenceStream:
 class GrpcTransport:
     """`client.transport.Transport` over gRPC: one pooled channel per server address."""
 
-    def __init__(self, limits: TensorLimits, pool: ChannelPool | None = None) -> None:
+    def __init__(self, limits: TensorLimits, pool: ChannelPool | None = None, compression: str = AUTO) -> None:
         self.limits = limits
         """Bounds on every tensor decoded from a server."""
         self.pool = pool or ChannelPool()
+        self.compression = compression
+        """Wire compression policy of hidden states (`swarm.codec.compression.policy`)."""
+        policy(compression, torch.float32)  # an unknown name fails here, not at the first call
 
     async def open_inference(self, address: str, request: InferenceOpen, timeout: float) -> GrpcInferenceStream:
+        if request.compression is Compression.NONE:
+            request = replace(request, compression=policy(self.compression, request.dtype))
         return await GrpcInferenceStream.open(self.pool, address, request, timeout, self.limits)
 
     async def forward(self, address: str, call: ForwardCall, timeout: float) -> torch.Tensor:
+        # a training pass's Forward (it has a pass id) stays exact like its Backward: its
+        # gradients must equal local autograd's
+        if call.compression is Compression.NONE and call.tensors and not call.pass_id:
+            call = replace(call, compression=policy(self.compression, call.tensors[0].dtype))
         (out,) = await self._batch_call(address, call, timeout, backward=False, answers=1)
         return out
 

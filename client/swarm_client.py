@@ -52,7 +52,8 @@ class SwarmClient:
         self.config = config
         self.dht = dht
         self.transport: Transport = transport or GrpcTransport(config.tensor_limits,
-                                                               ChannelPool(config.load_security()))
+                                                               ChannelPool(config.load_security()),
+                                                               config.wire_compression)
         """How sessions and batch calls reach servers (tests inject a fake)."""
         self.bans = BanList(config.ban_base_s, config.ban_max_s)
         self.rtt = RttTracker()
@@ -68,7 +69,8 @@ class SwarmClient:
         # client mode: peers do not add us to their tables (we store nothing, may leave any time)
         dht = await SwarmDHT.start(config.dht_host, 0, list(config.initial_peers),
                                    config=DhtConfig(client_mode=True, swarm_token=security.swarm_token))
-        return cls(config, dht, transport=GrpcTransport(config.tensor_limits, ChannelPool(security)))
+        return cls(config, dht, transport=GrpcTransport(config.tensor_limits, ChannelPool(security),
+                                                        config.wire_compression))
 
     async def close(self) -> None:
         await self.transport.close()

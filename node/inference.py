@@ -250,8 +250,8 @@ class InferenceSessions:
             hop, rest = step.next_hops[0], step.next_hops[1:]
             onward = InferenceStep(step.step_id, out, step.start_position, step.position_ids,
                                    step.attention_mask, rest)
-            pushed = PushedStep(hop.session_id, onward, hop.capability)
+            pushed = PushedStep(hop.session_id, onward, hop.capability, compression=open_.compression)
             push_failed = not await self.pusher.push(pusher_key, hop.address, pushed)
             if push_failed:
                 self.metrics.pushes_failed.inc()
-        return InferenceResult(step.step_id, out, push_failed)
+        return InferenceResult(step.step_id, out, push_failed, compression=open_.compression)

@@ -187,7 +187,7 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
                 out = await self.backend.forward(call.blocks, call.tensors[0], mask, peer, call.tuning)
                 check_finite_output(out)
         self.metrics.batch_seconds.labels("forward").observe(time.perf_counter() - began)
-        for message in messages.encode_tensor_stream([out]):
+        for message in messages.encode_tensor_stream([out], compression=call.compression):
             yield message
 
     @grpc_errors
@@ -202,7 +202,8 @@ class BlockServicer(block_service_pb2_grpc.BlockServiceServicer):
             for tensor in (grad, *tuning_grads):
                 check_finite_output(tensor)
         self.metrics.batch_seconds.labels("backward").observe(time.perf_counter() - began)
-        for message in messages.encode_tensor_stream([grad, *tuning_grads], backward=True):
+        for message in messages.encode_tensor_stream([grad, *tuning_grads], backward=True,
+                                                     compression=call.compression, compressed=1):
             yield message
 
     def _kept_graph(self, call: ForwardCall, peer: str) -> KeptPass | None:

@@ -7,7 +7,8 @@ semantic checks (hidden size, session length) belong to the server.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from dataclasses import dataclass, field
 
 import torch
 
@@ -16,6 +17,20 @@ from swarm.tuning import Tuning
 
 MAX_STEP_HOPS = 8
 """Longest chain a step may carry: bounds what one step can make servers compute."""
+
+
+class Compression(enum.Enum):
+    """How a float tensor's elements travel on the wire (`swarm.v1.Compression`; the
+    codec is `swarm.codec.compression`). The values are the CLI's names."""
+
+    NONE = "none"
+    FLOAT16 = "float16"
+    """float32 elements sent as float16 (half the bytes; relative error <= 2^-11)."""
+    BFLOAT16 = "bfloat16"
+    """float32 elements sent as bfloat16 (half the bytes; relative error <= 2^-8)."""
+    BLOCKWISE_8BIT = "blockwise8"
+    """Any float dtype as int8 codes with one float32 scale per 64 elements (~3.8x fewer
+    bytes than float32; error <= 1/254 of each block's largest magnitude)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,9 @@ class InferenceOpen:
     """Secret a push into this session must carry (empty: no pushes accepted)."""
     tuning: Tuning | None = None
     """The client's deep prompts and LoRA factors, applied to every step of the session."""
+    compression: Compression = field(default=Compression.NONE, kw_only=True)
+    """How hidden states travel in this session: the client's steps, the server's results
+    and its pushes to the next server."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +99,8 @@ class InferenceResult:
     hidden_states: torch.Tensor
     push_failed: bool = False
     """The push to the next server failed: the client relays this output itself."""
+    compression: Compression = field(default=Compression.NONE, kw_only=True)
+    """How `hidden_states` travel: the session's when sent; as they came when decoded."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +119,8 @@ class PushedStep:
     step: InferenceStep
     capability: str = ""
     """The receiving session's push capability."""
+    compression: Compression = field(default=Compression.NONE, kw_only=True)
+    """How the step's hidden states travel (the pushing session's compression)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +135,9 @@ class ForwardCall:
     tuning_by_reference: bool = False
     """The tuning's bytes are not sent: the server uses those it keeps under `tuning.digest`
     (then `tuning`'s tensors, decoded, are on the `meta` device)."""
+    compression: Compression = field(default=Compression.NONE, kw_only=True)
+    """How the call's float tensors (not its tuning) travel, and how the server should send
+    its answer (`ForwardHeader.compression`)."""
     pass_id: str = ""
     """A training pass's random id (32 hex digits) or "": a Forward with one may have its
     autograd graph kept by the server for the Backward with the same id."""
@@ -132,6 +157,8 @@ class ForwardHeader:
     """The declared tuning, its tensors on the `meta` device like `tensors`."""
     tuning_by_reference: bool = False
     """The tuning's bytes do not follow (see `ForwardCall.tuning_by_reference`)."""
+    compression: Compression = field(default=Compression.NONE, kw_only=True)
+    """How the caller wants the answer's tensors sent."""
     pass_id: str = ""
     """See `ForwardCall.pass_id`."""
 

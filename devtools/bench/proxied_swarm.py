@@ -39,9 +39,11 @@ class DelayLinks(contextlib.AbstractContextManager["DelayLinks"]):
     port of its own and forwards to `targets[i]`. `set_delay` restarts the proxies on
     the same ports (open connections are dropped; gRPC channels reconnect on next use)."""
 
-    def __init__(self, targets: Sequence[int], delay_s: float) -> None:
+    def __init__(self, targets: Sequence[int], delay_s: float, rate_bytes_per_s: float | None = None) -> None:
         self.targets = tuple(targets)
         self.delay_s = delay_s
+        self.rate_bytes_per_s = rate_bytes_per_s
+        """Rate cap of each direction of each connection (None: none)."""
         self._loop = LoopThread()
         self._proxies: list[DelayProxy] = []
 
@@ -71,7 +73,8 @@ class DelayLinks(contextlib.AbstractContextManager["DelayLinks"]):
         logger.info("proxies %s now delay %.1f ms each way", ", ".join(self.addresses), delay_s * 1e3)
 
     async def _start(self, ports: Sequence[int], delay_s: float) -> list[DelayProxy]:
-        proxies = [DelayProxy(HOST, port, HOST, target, delay_s) for port, target in zip(ports, self.targets)]
+        proxies = [DelayProxy(HOST, port, HOST, target, delay_s, self.rate_bytes_per_s)
+                   for port, target in zip(ports, self.targets)]
         for proxy in proxies:
             await proxy.start()
         return proxies
@@ -82,13 +85,13 @@ class DelayLinks(contextlib.AbstractContextManager["DelayLinks"]):
 
 
 @contextlib.contextmanager
-def proxied_swarm(model: str, spans: Sequence[BlockRange], delay_s: float, workdir: Path
-                  ) -> Iterator[tuple[LocalSwarm, DelayLinks]]:
+def proxied_swarm(model: str, spans: Sequence[BlockRange], delay_s: float, workdir: Path,
+                  rate_bytes_per_s: float | None = None) -> Iterator[tuple[LocalSwarm, DelayLinks]]:
     """Servers of `spans` behind delay proxies; retries the start if a port was taken."""
     for attempt in range(1, _START_ATTEMPTS + 1):
         with contextlib.ExitStack() as stack:
             ports = [free_port() for _ in spans]
-            links = stack.enter_context(DelayLinks(ports, delay_s))
+            links = stack.enter_context(DelayLinks(ports, delay_s, rate_bytes_per_s))
             # server i listens on ports[i] and announces its proxy's address
             per_server = tuple(("--port", str(port), "--public-address", public)
                                for port, public in zip(ports, links.addresses))

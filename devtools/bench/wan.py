@@ -1,6 +1,7 @@
 """`scripts/bench wan`: per-token latency through servers behind simulated WAN links.
 
     scripts/bench wan [--delay-ms 20] [--tokens 20] [--rounds 3] [--model default] [--json]
+    scripts/bench wan --bandwidth 20mbit [--batch 8] [--length 512] [--rounds 3]
     scripts/bench wan --speculative [N]   (speculative vs plain decoding: devtools.bench.wan_speculative)
 
 Starts a DHT bootstrap node and three block servers on 127.0.0.1, each behind its own
@@ -18,7 +19,13 @@ targets: chained within 15% of its floor, unchained near 2 x servers delays.
 The default model is a tiny random-weight Llama written on the fly (compute is
 negligible: the numbers are the network path's); `--model default` uses SmolLM2. Every
 process is stopped on exit, on an error and on Ctrl-C or SIGTERM. What it does not do:
-jitter, loss or bandwidth caps, or more than one machine.
+jitter, loss, or more than one machine.
+
+With `--bandwidth RATE` it measures instead a batch forward (`--batch` x `--length`
+tokens, stateless Forward calls) through the same proxies, each direction capped at RATE,
+with the hidden states sent as float32 (`wire_compression="none"`) and as float16 (the
+default policy), alternating, and prints the speed-up (target: >= 1.7x) and whether both
+gave the same argmax tokens. See `devtools.bench.wan_bandwidth`.
 """
 
 from __future__ import annotations
@@ -268,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--speculative", type=int, nargs="?", const=8, default=None, metavar="N",
                         help="compare speculative decoding (drafts of up to N tokens, default 8) with plain "
                              "decoding on a copying prompt (SmolLM2 unless --model)")
+    parser.add_argument("--bandwidth", metavar="RATE",
+                        help="rate cap per direction (e.g. 20mbit): time a batch forward, float32 vs float16 on the wire")
+    parser.add_argument("--batch", type=int, default=8, help="--bandwidth: batch rows (default 8)")
+    parser.add_argument("--length", type=int, default=512, help="--bandwidth: tokens per row (default 512)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
@@ -279,6 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    if args.bandwidth:
+        from devtools.bench.wan_bandwidth import run_bandwidth_main
+
+        return run_bandwidth_main(args, parser)
     try:
         config = WanBenchConfig(args.model, args.servers, args.delay_ms / 1e3, args.tokens, args.rounds,
                                 workdir=args.workdir)

@@ -23,11 +23,20 @@ from swarm.codec.streams import (  # the chunked streams are part of this module
     read_forward_header as read_forward_header,
     read_forward_payload as read_forward_payload,
 )
-from swarm.codec.tensors import DEFAULT_LIMITS, decode_tensor, dtype_from_wire, dtype_to_wire, encode_tensor
+from swarm.codec.tensors import (
+    DEFAULT_LIMITS,
+    compression_from_wire,
+    compression_to_wire,
+    decode_tensor,
+    dtype_from_wire,
+    dtype_to_wire,
+    encode_tensor,
+)
 from swarm.codec.tuning import tuning_from_wire, tuning_to_wire
 from swarm.errors import CodecError
 from swarm.protocol import (  # MAX_STEP_HOPS: the codec enforces it
     MAX_STEP_HOPS,
+    Compression,
     InferenceClose,
     InferenceClosed,
     InferenceOpen,
@@ -53,7 +62,9 @@ MAX_ADDRESS_CHARS = 256
 # ---- Inference -------------------------------------------------------------------
 
 
-def encode_inference_request(request: InferenceRequest) -> pb.InferenceRequest:
+def encode_inference_request(request: InferenceRequest, compression: Compression = Compression.NONE
+                             ) -> pb.InferenceRequest:
+    """A request message; a step's hidden states go with `compression` where it applies."""
     if isinstance(request, InferenceOpen):
         return pb.InferenceRequest(
             open=pb.InferenceOpen(
@@ -65,17 +76,18 @@ def encode_inference_request(request: InferenceRequest) -> pb.InferenceRequest:
                 session_id=request.session_id,
                 push_capability=request.push_capability,
                 tuning=tuning_to_wire(request.tuning, with_data=True) if request.tuning else None,
+                compression=compression_to_wire(request.compression),
             )
         )
     if isinstance(request, InferenceStep):
-        return pb.InferenceRequest(step=_encode_step(request))
+        return pb.InferenceRequest(step=_encode_step(request, compression))
     return pb.InferenceRequest(close=pb.InferenceClose())
 
 
-def _encode_step(request: InferenceStep) -> pb.InferenceStep:
+def _encode_step(request: InferenceStep, compression: Compression) -> pb.InferenceStep:
     step = pb.InferenceStep(
         step_id=request.step_id,
-        hidden_states=encode_tensor(request.hidden_states),
+        hidden_states=encode_tensor(request.hidden_states, compression),
         start_position=request.start_position,
         next_hops=[pb.NextHop(address=h.address, session_id=h.session_id, capability=h.capability)
                    for h in request.next_hops],
@@ -130,6 +142,7 @@ def decode_inference_request(
             session_id=_checked_id(o.session_id),
             push_capability=_checked_id(o.push_capability),
             tuning=tuning_from_wire(o.tuning, limits) if o.HasField("tuning") else None,
+            compression=compression_from_wire(o.compression),
         )
     if kind == "step":
         return _decode_step(message.step, limits)
@@ -150,7 +163,7 @@ def encode_inference_response(response: InferenceResponse) -> pb.InferenceRespon
         return pb.InferenceResponse(
             result=pb.InferenceResult(
                 step_id=response.step_id,
-                hidden_states=encode_tensor(response.hidden_states),
+                hidden_states=encode_tensor(response.hidden_states, response.compression),
                 push_failed=response.push_failed,
             )
         )
@@ -171,6 +184,7 @@ def decode_inference_response(
             step_id=message.result.step_id,
             hidden_states=decode_tensor(message.result.hidden_states, limits),
             push_failed=message.result.push_failed,
+            compression=compression_from_wire(message.result.hidden_states.compression),
         )
     if kind == "closed":
         return InferenceClosed()
@@ -181,14 +195,16 @@ def decode_inference_response(
 
 
 def encode_push(push: PushedStep) -> pb.PushRequest:
-    return pb.PushRequest(session_id=push.session_id, step=_encode_step(push.step), capability=push.capability)
+    return pb.PushRequest(session_id=push.session_id, step=_encode_step(push.step, push.compression),
+                          capability=push.capability)
 
 
 def decode_push(message: pb.PushRequest, limits: TensorLimits = DEFAULT_LIMITS) -> PushedStep:
     if not message.HasField("step"):
         raise CodecError("push carries no step")
     return PushedStep(_checked_id(message.session_id), _decode_step(message.step, limits),
-                      _checked_id(message.capability))
+                      _checked_id(message.capability),
+                      compression=compression_from_wire(message.step.hidden_states.compression))
 
 
 def push_response() -> pb.PushResponse:

@@ -20,18 +20,20 @@ from swarm.codec.limits import TensorLimits
 from swarm.codec.tensors import (
     DEFAULT_LIMITS,
     checked_nbytes,
+    compression_from_wire,
+    compression_to_wire,
     decode_tensor,
     dtype_from_wire,
+    encoded,
     tensor_bytes,
-    tensor_header,
 )
 from swarm.codec.tuning import build_tuning, slots_from_wire, tuning_to_wire
 from swarm.errors import CodecError
-from swarm.protocol import ForwardCall, ForwardHeader
+from swarm.protocol import Compression, ForwardCall, ForwardHeader
 from swarm.records import BlockRange
 from swarm.tuning import MAX_TUNING_TENSORS
 from swarm.v1 import block_service_pb2 as pb
-from swarm.v1 import record_pb2
+from swarm.v1 import record_pb2, tensor_pb2
 
 CHUNK_BYTES = 1 << 20
 """Largest chunk of a streamed tensor payload (well under gRPC's 4 MB default cap)."""
@@ -53,11 +55,18 @@ def blocks_to_wire(blocks: BlockRange) -> record_pb2.BlockRange:
     return record_pb2.BlockRange(start=blocks.start, end=blocks.end)
 
 
-def _chunks(tensors: Sequence[torch.Tensor]) -> Iterator[bytes]:
-    for tensor in tensors:
-        raw = memoryview(tensor_bytes(tensor))
+def _chunks(payloads: Sequence[bytes]) -> Iterator[bytes]:
+    for payload in payloads:
+        raw = memoryview(payload)
         for offset in range(0, len(raw), CHUNK_BYTES):
             yield bytes(raw[offset : offset + CHUNK_BYTES])
+
+
+def _encoded_all(tensors: Sequence[torch.Tensor], compression: Compression
+                 ) -> tuple[list[tensor_pb2.Tensor], list[bytes]]:
+    """Headers and payloads of `tensors`, each compressed where it applies."""
+    pairs = [encoded(t, compression) for t in tensors]
+    return [h for h, _ in pairs], [p for _, p in pairs]
 
 
 def encode_forward_call(call: ForwardCall, backward: bool = False) -> Iterator[object]:
@@ -65,24 +74,32 @@ def encode_forward_call(call: ForwardCall, backward: bool = False) -> Iterator[o
     message_type = pb.BackwardRequest if backward else pb.ForwardRequest
     tuning = call.tuning if call.tuning else None
     by_reference = tuning is not None and call.tuning_by_reference
+    headers, payloads = _encoded_all(call.tensors, call.compression)
     header = pb.ForwardOpen(
         model=call.model,
         blocks=blocks_to_wire(call.blocks),
-        tensors=[tensor_header(t) for t in call.tensors],
+        tensors=headers,
+        compression=compression_to_wire(call.compression),
         tuning=tuning_to_wire(tuning, with_data=False, by_reference=by_reference) if tuning else None,
         pass_id=call.pass_id,
     )
     yield message_type(open=header)
     sent = tuning.tensors() if tuning and not by_reference else []
-    for chunk in _chunks([*call.tensors, *sent]):
+    for chunk in _chunks([*payloads, *(tensor_bytes(t) for t in sent)]):
         yield message_type(chunk=chunk)
 
 
-def encode_tensor_stream(tensors: Sequence[torch.Tensor], backward: bool = False) -> Iterator[object]:
-    """The response messages carrying tensors: header, then chunks."""
+def encode_tensor_stream(tensors: Sequence[torch.Tensor], backward: bool = False,
+                         compression: Compression = Compression.NONE, compressed: int | None = None
+                         ) -> Iterator[object]:
+    """The response messages carrying tensors: header, then chunks. The first `compressed`
+    tensors (all if None) go with `compression` where it applies (tuning gradients do not)."""
+    count = len(tensors) if compressed is None else compressed
+    headers, payloads = _encoded_all(tensors[:count], compression)
+    rest_headers, rest_payloads = _encoded_all(tensors[count:], Compression.NONE)
     message_type = pb.BackwardResponse if backward else pb.ForwardResponse
-    yield message_type(header=pb.TensorStreamHeader(tensors=[tensor_header(t) for t in tensors]))
-    for chunk in _chunks(tensors):
+    yield message_type(header=pb.TensorStreamHeader(tensors=[*headers, *rest_headers]))
+    for chunk in _chunks([*payloads, *rest_payloads]):
         yield message_type(chunk=chunk)
 
 
@@ -155,7 +172,8 @@ async def read_forward_header(
     if len(opened.pass_id) > MAX_PASS_ID_CHARS:
         raise CodecError(f"pass_id longer than {MAX_PASS_ID_CHARS} characters")
     header = ForwardHeader(opened.model, blocks_from_wire(opened.blocks), metas[:len(base)], sum(sizes), tuning,
-                           by_reference, opened.pass_id)
+                           by_reference, opened.pass_id,
+                           compression=compression_from_wire(opened.compression))
     return ForwardOpening(header, iterator, headers, tuple(sizes))
 
 
@@ -169,7 +187,8 @@ async def read_forward_payload(opening: ForwardOpening, limits: TensorLimits = D
         slots = [slot for slot, _ in declared.slots()]
         tuning = build_tuning(slots, tensors[count:], declared.lora_scale, declared.adapter, declared.digest)
     return ForwardCall(opening.header.model, opening.header.blocks, tensors[:count], tuning,
-                       opening.header.tuning_by_reference, opening.header.pass_id)
+                       opening.header.tuning_by_reference, opening.header.pass_id,
+                       compression=opening.header.compression)
 
 
 async def decode_forward_call(

@@ -1,11 +1,12 @@
 """Tensors to protobuf `swarm.v1.Tensor` and back: the only place that does this.
 
-Exact round trip for every supported dtype (bfloat16 included) and any shape. Decoding
+Exact round trip for every supported dtype (bfloat16 included) and any shape; lossy
+`Compression` of float tensors on request (`swarm.codec.compression`). Decoding
 validates everything before touching torch: known dtype and compression, non-negative
 dims, element and byte counts under `TensorLimits`, byte length equal to
 prod(shape) * itemsize, and bool bytes that are 0 or 1. Decoding is zero-copy: the
 returned tensor shares the message's bytes and must be treated as read-only (clone it
-before writing in place). Encoding copies once (protobuf `bytes` needs its own buffer).
+before writing in place); a compressed one is a new tensor. Encoding copies once (protobuf `bytes` needs its own buffer).
 No pickle anywhere.
 """
 
@@ -17,8 +18,10 @@ import warnings
 import numpy as np
 import torch
 
+from swarm.codec import compression as lossy
 from swarm.codec.limits import TensorLimits
 from swarm.errors import CodecError
+from swarm.protocol import Compression
 from swarm.v1 import tensor_pb2
 
 _TORCH_TO_WIRE: dict[torch.dtype, tensor_pb2.DType] = {
@@ -46,6 +49,14 @@ DTYPE_NAMES: dict[str, torch.dtype] = {
 """Our names for the supported dtypes (as used in configs, records and on the CLI)."""
 
 SUPPORTED_DTYPES = tuple(_TORCH_TO_WIRE)
+
+_COMPRESSION_TO_WIRE: dict[Compression, tensor_pb2.Compression] = {
+    Compression.NONE: tensor_pb2.COMPRESSION_NONE,
+    Compression.FLOAT16: tensor_pb2.COMPRESSION_FLOAT16,
+    Compression.BFLOAT16: tensor_pb2.COMPRESSION_BFLOAT16,
+    Compression.BLOCKWISE_8BIT: tensor_pb2.COMPRESSION_BLOCKWISE_8BIT,
+}
+_WIRE_TO_COMPRESSION: dict[int, Compression] = {int(v): k for k, v in _COMPRESSION_TO_WIRE.items()}
 
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
 
@@ -77,6 +88,19 @@ def dtype_name(dtype: torch.dtype) -> str:
     raise CodecError(f"dtype {dtype} is not supported on the wire")
 
 
+def compression_to_wire(compression: Compression) -> tensor_pb2.Compression:
+    """The `swarm.v1.Compression` number of a compression."""
+    return _COMPRESSION_TO_WIRE[compression]
+
+
+def compression_from_wire(number: int) -> Compression:
+    """The compression of a `swarm.v1.Compression` number; CodecError if unknown."""
+    try:
+        return _WIRE_TO_COMPRESSION[number]
+    except KeyError:
+        raise CodecError(f"unknown tensor compression {number}") from None
+
+
 def _raw_bytes(tensor: torch.Tensor) -> bytes:
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)
     if flat.dtype == torch.bool:
@@ -89,19 +113,29 @@ def _raw_bytes(tensor: torch.Tensor) -> bytes:
     return array.tobytes()
 
 
-def tensor_header(tensor: torch.Tensor) -> tensor_pb2.Tensor:
-    """A Tensor message with dtype and shape but no data (for chunked streams)."""
+def tensor_header(tensor: torch.Tensor, compression: Compression = Compression.NONE) -> tensor_pb2.Tensor:
+    """A Tensor message with dtype, shape and compression but no data (for chunked streams)."""
     return tensor_pb2.Tensor(
         dtype=dtype_to_wire(tensor.dtype),
         shape=list(tensor.shape),
-        compression=tensor_pb2.COMPRESSION_NONE,
+        compression=_COMPRESSION_TO_WIRE[compression],
     )
 
 
-def encode_tensor(tensor: torch.Tensor) -> tensor_pb2.Tensor:
+def encoded(tensor: torch.Tensor, compression: Compression = Compression.NONE) -> tuple[tensor_pb2.Tensor, bytes]:
+    """A tensor's header and payload bytes, compressed as asked where it applies and the
+    values survive it (else uncompressed: the header says which)."""
+    dtype_to_wire(tensor.dtype)
+    packed = lossy.compress(tensor, compression)
+    if packed is None:
+        return tensor_header(tensor), _raw_bytes(tensor)
+    return tensor_header(tensor, compression), packed
+
+
+def encode_tensor(tensor: torch.Tensor, compression: Compression = Compression.NONE) -> tensor_pb2.Tensor:
     """Serializes a tensor (any device, any strides) into a Tensor message."""
-    message = tensor_header(tensor)
-    message.data = _raw_bytes(tensor)
+    message, data = encoded(tensor, compression)
+    message.data = data
     return message
 
 
@@ -112,10 +146,12 @@ def tensor_bytes(tensor: torch.Tensor) -> bytes:
 
 
 def checked_nbytes(message: tensor_pb2.Tensor, limits: TensorLimits = DEFAULT_LIMITS) -> int:
-    """Validates a tensor header and returns how many payload bytes it needs."""
+    """Validates a tensor header and returns how many payload bytes it needs (on the
+    wire: compressed ones are fewer; the limits bound the decoded tensor)."""
     dtype = dtype_from_wire(message.dtype)
-    if message.compression != tensor_pb2.COMPRESSION_NONE:
-        raise CodecError(f"tensor compression {message.compression} is not supported")
+    compression = compression_from_wire(message.compression)
+    if not lossy.applies(compression, dtype):
+        raise CodecError(f"compression {compression.name} does not apply to {dtype_name(dtype)} tensors")
     shape = list(message.shape)
     if len(shape) > limits.max_dims:
         raise CodecError(f"tensor has {len(shape)} dims, at most {limits.max_dims} allowed")
@@ -129,7 +165,7 @@ def checked_nbytes(message: tensor_pb2.Tensor, limits: TensorLimits = DEFAULT_LI
     nbytes = int(numel * torch.empty((), dtype=dtype).element_size())
     if nbytes > limits.max_bytes:
         raise CodecError(f"tensor of shape {shape} needs {nbytes} bytes, at most {limits.max_bytes} allowed")
-    return nbytes
+    return lossy.wire_nbytes(compression, dtype, numel)
 
 
 def decode_tensor(
@@ -143,13 +179,15 @@ def decode_tensor(
     """
     nbytes = checked_nbytes(message, limits)
     payload = message.data if data is None else data
-    if len(payload) != nbytes:
-        raise CodecError(
-            f"tensor of dtype {dtype_name(dtype_from_wire(message.dtype))} and shape "
-            f"{list(message.shape)} needs {nbytes} bytes, got {len(payload)}"
-        )
     dtype = dtype_from_wire(message.dtype)
     shape = tuple(message.shape)
+    if message.compression != tensor_pb2.COMPRESSION_NONE:
+        return lossy.decompress(payload, compression_from_wire(message.compression), dtype, shape)
+    if len(payload) != nbytes:
+        raise CodecError(
+            f"tensor of dtype {dtype_name(dtype)} and shape {list(message.shape)} needs {nbytes} bytes, "
+            f"got {len(payload)}"
+        )
     if nbytes == 0:
         return torch.empty(shape, dtype=dtype)
     if dtype == torch.bool:

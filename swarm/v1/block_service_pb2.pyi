@@ -19,7 +19,7 @@ class InferenceRequest(_message.Message):
     def __init__(self, open: _Optional[_Union[InferenceOpen, _Mapping]] = ..., step: _Optional[_Union[InferenceStep, _Mapping]] = ..., close: _Optional[_Union[InferenceClose, _Mapping]] = ...) -> None: ...
 
 class InferenceOpen(_message.Message):
-    __slots__ = ("model", "blocks", "batch_size", "max_length", "dtype", "session_id", "push_capability", "tuning")
+    __slots__ = ("model", "blocks", "batch_size", "max_length", "dtype", "session_id", "push_capability", "tuning", "compression")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class InferenceOpen(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PUSH_CAPABILITY_FIELD_NUMBER: _ClassVar[int]
     TUNING_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     blocks: _record_pb2.BlockRange
     batch_size: int
@@ -36,7 +37,8 @@ class InferenceOpen(_message.Message):
     session_id: str
     push_capability: str
     tuning: TuningHeader
-    def __init__(self, model: _Optional[str] = ..., blocks: _Optional[_Union[_record_pb2.BlockRange, _Mapping]] = ..., batch_size: _Optional[int] = ..., max_length: _Optional[int] = ..., dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., session_id: _Optional[str] = ..., push_capability: _Optional[str] = ..., tuning: _Optional[_Union[TuningHeader, _Mapping]] = ...) -> None: ...
+    compression: _tensor_pb2.Compression
+    def __init__(self, model: _Optional[str] = ..., blocks: _Optional[_Union[_record_pb2.BlockRange, _Mapping]] = ..., batch_size: _Optional[int] = ..., max_length: _Optional[int] = ..., dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., session_id: _Optional[str] = ..., push_capability: _Optional[str] = ..., tuning: _Optional[_Union[TuningHeader, _Mapping]] = ..., compression: _Optional[_Union[_tensor_pb2.Compression, str]] = ...) -> None: ...
 
 class NextHop(_message.Message):
     __slots__ = ("address", "session_id", "capability")
@@ -101,18 +103,20 @@ class InferenceClosed(_message.Message):
     def __init__(self) -> None: ...
 
 class ForwardOpen(_message.Message):
-    __slots__ = ("model", "blocks", "tensors", "tuning", "pass_id")
+    __slots__ = ("model", "blocks", "tensors", "tuning", "compression", "pass_id")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     TUNING_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     PASS_ID_FIELD_NUMBER: _ClassVar[int]
     model: str
     blocks: _record_pb2.BlockRange
     tensors: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.Tensor]
     tuning: TuningHeader
+    compression: _tensor_pb2.Compression
     pass_id: str
-    def __init__(self, model: _Optional[str] = ..., blocks: _Optional[_Union[_record_pb2.BlockRange, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., tuning: _Optional[_Union[TuningHeader, _Mapping]] = ..., pass_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., blocks: _Optional[_Union[_record_pb2.BlockRange, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.Tensor, _Mapping]]] = ..., tuning: _Optional[_Union[TuningHeader, _Mapping]] = ..., compression: _Optional[_Union[_tensor_pb2.Compression, str]] = ..., pass_id: _Optional[str] = ...) -> None: ...
 
 class TuningSlot(_message.Message):
     __slots__ = ("block", "kind", "target")
