@@ -110,7 +110,9 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
 
     def inference_session(self, max_length: int, batch_size: int = 1) -> _ActiveSession:
         """A KV-cache session over all blocks; `generate` calls inside it continue it."""
-        session = self.layers.inference_session(max_length, batch_size, self.dtype, tuning=self._servers_tuning())
+        prefix = self._prefix()  # (the session holds it before the tokens)
+        session = self.layers.inference_session(max_length + (prefix.shape[1] if prefix is not None else 0),
+                                                batch_size, self.dtype, tuning=self._servers_tuning())
         return _ActiveSession(self, session)
 
     def forward(
@@ -181,15 +183,16 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
         custom = bool(logits_processor or stopping_criteria or prefix_allowed_tokens_fn)
         drafts = draft_limit(speculative, blockers(config, input_ids.shape[0], custom, kwargs))
         session = session or self._session
-        tuning = self._servers_tuning()
+        tuning, prefix = self._servers_tuning(), self._prefix()
         if session is None:
             cache = RemoteCache(open_session=lambda rows, length: self.layers.inference_session(
-                length, rows, self.dtype, tuning=tuning))
+                length + (prefix.shape[1] if prefix is not None else 0), rows, self.dtype, tuning=tuning),
+                prefix=prefix)
             held = 0
         else:
             held = session.decoding.sequences.shape[1] if session.decoding is not None else 0
             cache, input_ids, kwargs["attention_mask"] = _continue(session, input_ids, kwargs.get("attention_mask"),
-                                                                   config)
+                                                                   config, prefix)
         hf_generate: Any = super().generate  # type: ignore[misc]  # its self type is a Protocol of transformers'
         self.speculative_stats = None
         try:
@@ -213,14 +216,13 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
         return out
 
     def _servers_tuning(self) -> Tuning | None:
-        """What a generation's session carries: the LoRA factors or deep prompts (a trainable
-        prefix would shift every position transformers' loop counts: not supported there)."""
-        if self.tuning is None:
-            return None
-        if self.tuning.pre_seq_len:
-            raise InvalidInput(f"generate with tuning_mode={self.tuning.mode!r} (a trainable prefix) is not "
-                               "supported by transformers' loop; use client.tuning.tuned_greedy, or LoRA")
-        return self.tuning.tuning()
+        """What a generation's session carries: the LoRA factors or deep prompts."""
+        return self.tuning.tuning() if self.tuning is not None else None
+
+    def _prefix(self) -> torch.Tensor | None:
+        """The trainable prefix a generation's session holds first (prompt tuning), detached."""
+        prompt = self.tuning.prompt if self.tuning is not None else None
+        return prompt.detach() if prompt is not None else None
 
     def _prepare_cache_for_generation(self, generation_config: GenerationConfig, model_kwargs: dict[Any, Any],
                                       generation_mode: GenerationMode, batch_size: int, max_cache_length: int) -> bool:
@@ -237,7 +239,7 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
 
 
 def _continue(session: InferenceSession, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-              config: GenerationConfig) -> tuple[RemoteCache, torch.Tensor, torch.Tensor]:
+              config: GenerationConfig, prefix: torch.Tensor | None) -> tuple[RemoteCache, torch.Tensor, torch.Tensor]:
     """A cache over a session that continues it: the ids and mask of the whole history + new tokens.
 
     transformers restarts from a cache given all tokens and the full mask; it sends the
@@ -249,11 +251,12 @@ def _continue(session: InferenceSession, input_ids: torch.Tensor, attention_mask
     mask = attention_mask.long() if attention_mask is not None else default_attention_mask(input_ids, config)
     state = session.decoding
     if state is None:
-        return RemoteCache(session=session), input_ids, mask
+        return RemoteCache(session=session, prefix=prefix), input_ids, mask
     ids = torch.cat([state.sequences, input_ids], dim=1)
     mask = torch.cat([state.attention_mask, mask], dim=1)
     held = state.sequences.shape[1] - 1
-    cache = RemoteCache(session=session, ids=state.sequences[:, :held].clone(), positions=positions_of(mask)[:, :held])
+    cache = RemoteCache(session=session, ids=state.sequences[:, :held].clone(), positions=positions_of(mask)[:, :held],
+                        prefix=prefix)
     return cache, ids, mask
 
 

@@ -11,6 +11,10 @@ the reordered rows' tokens from that column on, together with the new token. Bea
 one prompt share it, so only generated tokens are replayed: one step (one round trip)
 per token still, with up to `new tokens x beams` replayed tokens of compute per step.
 
+A trainable prefix (prompt tuning: `prefix` embeddings before every sequence) lives only
+in the session: the cache counts positions as transformers does (without it) and shifts
+what it sends by the prefix's length, which goes first in the session's first step.
+
 What this module does not do: choose tokens, or anything transformers' loop does.
 """
 
@@ -29,6 +33,7 @@ class RemoteCache:
 
     `open_session(rows, max_length)` makes the session on first use (None: `session` is
     given and already open). `ids`/`positions` [rows, held] are what the session holds.
+    `prefix` [1, P, hidden]: embeddings the session holds before every row's tokens.
     """
 
     is_compileable = False  # transformers asks before it considers torch.compile
@@ -36,7 +41,8 @@ class RemoteCache:
 
     def __init__(self, session: InferenceSession | None = None,
                  open_session: Callable[[int, int], InferenceSession] | None = None,
-                 ids: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> None:
+                 ids: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+                 prefix: torch.Tensor | None = None) -> None:
         self.session = session
         self._open_session = open_session
         self._stack = contextlib.ExitStack()
@@ -44,6 +50,9 @@ class RemoteCache:
         self.positions = positions if positions is not None else torch.zeros(0, 0, dtype=torch.long)
         self.attention_mask: torch.Tensor | None = None  # [rows, held] as last sent; None: all ones
         self._rewind_to: int | None = None
+        self.prefix = prefix
+        self.offset = prefix.shape[1] if prefix is not None else 0
+        """Session positions before transformers' first (the prefix's)."""
         self.max_length = 0
         """Tokens per row the session must hold (set by the model before the first step)."""
 
@@ -86,13 +95,29 @@ class RemoteCache:
         positions = torch.cat([self.positions[:, start:], position_ids.to(self.positions.device)], dim=1) \
             if held else position_ids
         session = self._session_for(input_ids.shape[0])
-        rewind = start if start < session.position else None
-        out = session.step(embed(ids), positions, attention_mask, start_position=rewind)
+        rewind = start + self.offset if start + self.offset < session.position else None
+        hidden, sent_positions, sent_mask = self._shifted(session, embed(ids), positions, attention_mask)
+        out = session.step(hidden, sent_positions, sent_mask, start_position=rewind)
         self.ids = torch.cat([self.ids[:, :start], ids], dim=1) if held else ids.clone()
         self.positions = torch.cat([self.positions[:, :start], positions], dim=1) if held else positions.clone()
         self.attention_mask = attention_mask
         self._rewind_to = None
         return out[:, -new:]
+
+    def _shifted(self, session: InferenceSession, hidden: torch.Tensor, positions: torch.Tensor,
+                 mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A step in the session's positions: after the prefix, which the first step carries."""
+        if self.prefix is None:
+            return hidden, positions, mask
+        rows = hidden.shape[0]
+        if mask is not None:
+            mask = torch.cat([mask.new_ones(rows, self.offset), mask], dim=1)
+        positions = positions + self.offset
+        if session.position == 0:
+            prefix = self.prefix.to(hidden.dtype).expand(rows, -1, -1)
+            hidden = torch.cat([prefix, hidden], dim=1)
+            positions = torch.cat([torch.arange(self.offset).expand(rows, -1), positions], dim=1)
+        return hidden, positions, mask
 
     def held_mask(self) -> torch.Tensor:
         """The attention mask of the tokens the session holds [rows, held]."""

@@ -11,6 +11,7 @@ swarm session that carries the factors.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,6 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from client.model import AutoDistributedModelForCausalLM, DistributedModelForCausalLM
 from client.tuning import TrainableTuning, shifted_lm_loss, tuned_logits
-from swarm.errors import InvalidInput
 from swarm.model.families import family_class
 from tests.integration.conftest import RunningSwarm, start_swarm
 from tests.integration.slicing_models import VOCAB
@@ -154,12 +154,53 @@ def test_the_model_api_trains_lora_and_generates_with_it(swarm: RunningSwarm, tm
         assert (adapter / "adapter_model.safetensors").is_file()
     finally:
         tuned_model.close()
-    prefixed = AutoDistributedModelForCausalLM.from_pretrained(swarm.model_dir, swarm.peers, tuning_mode="ptune",
+
+
+def _local_prefixed_greedy(reference: PreTrainedModel, params: TrainableTuning, ids: torch.Tensor,
+                           new_tokens: int) -> torch.Tensor:
+    """Greedy decoding of one unpadded row, recomputed in full each token: prefix + tokens."""
+    out = ids
+    for _ in range(new_tokens):
+        embeds, _ = params.prepend(reference.get_input_embeddings()(out), None)
+        tuning = params.tuning()
+        with tuned(reference, tuning) if tuning is not None else contextlib.nullcontext():
+            logits = reference(inputs_embeds=embeds).logits
+        out = torch.cat([out, logits[:, -1:].argmax(-1)], dim=1)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["ptune", "deep_ptune"])
+def test_generate_with_a_trainable_prefix_equals_local_greedy(swarm: RunningSwarm, mode: str) -> None:
+    """A prompt-tuned model's generate: the prefix first in the session, positions after it;
+    a left-padded batch decodes each row as the local model decodes it alone."""
+    prefixed = AutoDistributedModelForCausalLM.from_pretrained(swarm.model_dir, swarm.peers, tuning_mode=mode,
                                                                pre_seq_len=3)
+    reference = AutoModelForCausalLM.from_pretrained(swarm.model_dir, dtype=torch.float32).eval()
     try:
-        with pytest.raises(InvalidInput, match="tuned_greedy"):
-            prefixed.generate(ids[:1], max_new_tokens=2)
-        assert prefixed.tuning is not None and prefixed.tuning.prompt is not None
-        assert prefixed(ids, labels=ids).logits.shape == (2, 8, VOCAB)  # the prefix's positions are dropped
+        params = prefixed.tuning
+        assert params is not None and params.prompt is not None
+        torch.manual_seed(5)
+        with torch.no_grad():  # trained-looking values: the prefix must change the answer
+            for tensor in params.parameters():
+                tensor.normal_(0.0, 1.0)
+        ids = torch.randint(1, VOCAB, (2, 6), generator=torch.Generator().manual_seed(11))
+        ids[1, :2] = 0
+        mask = torch.ones_like(ids)
+        mask[1, :2] = 0
+        with torch.no_grad():
+            out = prefixed.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, pad_token_id=0)
+            plain = reference.generate(ids[:1], attention_mask=mask[:1], max_new_tokens=5, do_sample=False,
+                                       pad_token_id=0)
+            for row, start in ((0, 0), (1, 2)):
+                want = _local_prefixed_greedy(reference, params, ids[row:row + 1, start:], 5)
+                assert torch.equal(out[row:row + 1, start:], want), (row, out, want)
+            assert not torch.equal(out[:1], plain), "the prefix should change greedy decoding"
+            with prefixed.inference_session(max_length=20) as session:  # generate calls continue a session
+                first = prefixed.generate(ids[:1, :4], max_new_tokens=2, do_sample=False)
+                second = prefixed.generate(ids[:1, 4:], max_new_tokens=3, do_sample=False)
+                assert session.position == 3 + 4 + 2 + 2 + 2  # the prefix, then what transformers counts
+            want = _local_prefixed_greedy(reference, params, torch.cat([first, ids[:1, 4:]], dim=1), 3)
+            assert torch.equal(second, want[:, first.shape[1]:])
+        assert prefixed(ids, labels=ids).logits.shape == (2, 6, VOCAB)  # the prefix's positions are dropped
     finally:
         prefixed.close()
