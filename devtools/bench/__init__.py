@@ -9,6 +9,7 @@ they are not timed tests.
     wan     the same over simulated wide-area links
     mixed   decoding next to a training client on one server: priority, strict, fifo queue
     finetune  a LoRA training step (forward + backward + AdamW) through the swarm vs. locally
+    memory  peak memory per served block: float32 vs. int8 vs. nf4 (bitsandbytes)
 
 To add one: write `devtools/bench/<name>.py` with `main(argv)` and list it below.
 """
@@ -20,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "wan": "latency over simulated wide-area links",
     "mixed": "decoding next to a training client: priority vs. strict priority vs. fifo queue",
     "finetune": "a LoRA training step through a loopback swarm vs. the same step locally (peft)",
+    "memory": "peak memory per served block: float32 vs. int8 vs. nf4 quantization",
 }
 """Subcommand name -> one-line description; the module is devtools.bench.<name>."""
 

@@ -24,6 +24,8 @@ blocks. Not here: reading checkpoints (`swarm.model.checkpoint`), building layer
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 from typing import Any
 
@@ -95,8 +97,39 @@ def quantize_layer(layer: nn.Module, mode: str, compute_dtype: torch.dtype, devi
             parent = layer.get_submodule(parent_name) if parent_name else layer
             setattr(parent, child, _quantized_linear(linear, mode, compute_dtype))
     layer = layer.to(device)  # bitsandbytes quantizes here, on the target device
+    if mode != "none" and device.type == "cpu":
+        _own_memory(layer)
+        _return_freed_memory()
     layer.requires_grad_(False)
     return layer.eval()
+
+
+def _own_memory(layer: nn.Module) -> None:
+    """Gives the float tensors left in `layer` (norms, biases) storage of their own.
+
+    Read on the CPU, they point into the checkpoint's memory map (safetensors), and the map
+    stays while any of them lives, with every float page of the block read through it
+    resident: a 2 KB norm would keep ~14 MB (a SmolLM2 block) per block.
+    """
+    for tensor in [*layer.parameters(), *layer.buffers()]:
+        if tensor.dtype.is_floating_point:  # (quantized weights are integer: already their own)
+            tensor.data = tensor.data.clone()
+
+
+def _return_freed_memory() -> None:
+    """Hands the heap pages freed by quantizing (the float copy, bitsandbytes' temporaries) back
+    to the OS, where glibc is the allocator.
+
+    glibc keeps freed chunks below its (adaptive) mmap threshold on its heap, and the small
+    quantized tensors allocated between them stop it from trimming: measured over SmolLM2's
+    30 blocks, int8 peaked at 0.81x of float32 per block without this and 0.36x with it.
+    """
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return
+    trim = getattr(ctypes.CDLL(libc_name), "malloc_trim", None)
+    if trim is not None:  # (absent from musl and non-Linux C libraries: nothing to do there)
+        trim(0)
 
 
 def _quant_state_tensors(state: Any) -> list[torch.Tensor]:
