@@ -171,9 +171,9 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
         `return_dict_in_generate`, `output_scores`, ...); raises InvalidInput naming any
         option the swarm cannot serve. Returns prompt + new tokens (or transformers' output
         object). `speculative=` ("auto", 0, N): drafts verified N at a time, see
-        `client.speculative`; `model.speculative_stats` reports the acceptance rate. Within `model.inference_session(...)` (or with `session=`) the call
-        continues after what the session holds and returns only this call's prompt + new
-        tokens.
+        `client.speculative`; `model.speculative_stats` reports the acceptance rate. Within
+        `model.inference_session(...)` (or with `session=`) the call continues after what the
+        session holds and returns only this call's prompt + new tokens.
         """
         input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
         if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2:
@@ -183,16 +183,12 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
         custom = bool(logits_processor or stopping_criteria or prefix_allowed_tokens_fn)
         drafts = draft_limit(speculative, blockers(config, input_ids.shape[0], custom, kwargs))
         session = session or self._session
-        tuning, prefix = self._servers_tuning(), self._prefix()
         if session is None:
-            cache = RemoteCache(open_session=lambda rows, length: self.layers.inference_session(
-                length + (prefix.shape[1] if prefix is not None else 0), rows, self.dtype, tuning=tuning),
-                prefix=prefix)
-            held = 0
+            cache, held = self._new_cache(), 0
         else:
             held = session.decoding.sequences.shape[1] if session.decoding is not None else 0
             cache, input_ids, kwargs["attention_mask"] = _continue(session, input_ids, kwargs.get("attention_mask"),
-                                                                   config, prefix)
+                                                                   config, self._prefix())
         hf_generate: Any = super().generate  # type: ignore[misc]  # its self type is a Protocol of transformers'
         self.speculative_stats = None
         try:
@@ -214,6 +210,13 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
             return out[:, held:]
         out.sequences = sequences[:, held:]
         return out
+
+    def _new_cache(self) -> RemoteCache:
+        """The cache of a generation outside any session: it opens one at its first step."""
+        tuning, prefix = self._servers_tuning(), self._prefix()
+        extra = prefix.shape[1] if prefix is not None else 0  # (the session holds the prefix too)
+        return RemoteCache(open_session=lambda rows, length: self.layers.inference_session(
+            length + extra, rows, self.dtype, tuning=tuning), prefix=prefix)
 
     def _servers_tuning(self) -> Tuning | None:
         """What a generation's session carries: the LoRA factors or deep prompts."""
