@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import torch
 
 from client.ban_policy import fails_over
-from client.prefill import chunk_spans, chunk_tokens
+from client.prefill import prefill_spans
 from client.route_opener import RouteOpener, SegmentFailed
 from client.segments import SegmentEvent, SegmentStream
 from client.session_state import History, SessionHistory, StepState
@@ -112,7 +112,7 @@ class Failover:
         """The segment's output for `history`, sent in chunks as a long prompt is (`client.prefill`)."""
         hidden = history.hidden
         outs = []
-        for a, b in chunk_spans(hidden.shape[1], chunk_tokens(hidden.shape[0], hidden.shape[2], hidden.dtype)):
+        for a, b in prefill_spans(0, hidden.shape[1], hidden.shape[0], hidden.shape[2], hidden.dtype):
             step = InferenceStep(next(self.step_ids), hidden[:, a:b], a, history.position_ids[:, a:b],
                                  history.attention_mask[:, :b])
             outs.append(await segment.stream.step(step, timeout))

@@ -26,7 +26,7 @@ import uuid
 import torch
 
 from client.failover import Failover
-from client.prefill import chunk_spans, chunk_tokens
+from client.prefill import prefill_spans
 from client.route_opener import RouteOpener, RouteSource, SessionSpec
 from client.segments import SegmentEvent, SegmentStream
 from client.session_state import SessionHistory, StepMeta, StepState
@@ -109,7 +109,7 @@ class RemoteInferenceSession:
             position_ids = torch.arange(start, start + tokens).expand(batch, tokens)
         if attention_mask is None:
             attention_mask = torch.ones(batch, start + tokens, dtype=torch.int64)
-        spans = chunk_spans(tokens, chunk_tokens(batch, hidden.shape[2], self.dtype))
+        spans = prefill_spans(start, tokens, batch, hidden.shape[2], self.dtype)
         outs = [await self._step_chunk(hidden[:, a:b], start + a, position_ids[:, a:b],
                                        attention_mask[:, : start + b]) for a, b in spans]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)

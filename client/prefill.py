@@ -4,8 +4,10 @@ A session step carries hidden states [batch, tokens, hidden]; an 8k-token prompt
 wide model would be one message of hundreds of MB (a server refuses tensors over its
 limit, 256 MiB by default, and gRPC's cap is 512 MiB), and one compute task that keeps
 every other session's decoding step waiting, with attention scores of tokens x context
-per head. Sent as consecutive steps of at most `chunk_tokens` tokens, each appending to
-the server's KV cache, it gives the same result in bounded messages and tasks.
+per head. Sent as consecutive steps, each appending to the server's KV cache, it gives
+the same result in bounded messages, tasks and attention working sets: a chunk has at most
+`chunk_tokens` tokens, and fewer late in a long context, where each of its queries meets
+more keys (`prefill_spans`).
 
 Pure: no I/O. Used by `client.inference_session` (steps) and `client.failover` (replays).
 """
@@ -25,14 +27,28 @@ STEP_PAYLOAD_BYTES = 16 << 20
 the message cap, so that wide models and big batches are chunked by size too."""
 
 
+PREFILL_ATTENTION_AREA = 1 << 20
+"""Most query x key pairs of one chunk, all rows together: a server's attention kernel may
+hold a few float tensors of this many elements per head (scores, softmax, the mask), so at
+SmolLM2's 9 heads, 1M pairs are ~36 MiB each. At an 8k context a chunk is 128 tokens; one
+of 512 tokens there held ~430 MiB more on a server of 10 blocks (measured), 3.5x its KV cache."""
+
+
 def chunk_tokens(batch: int, hidden_size: int, dtype: torch.dtype) -> int:
     """Tokens per chunk for rows of `batch` x `hidden_size` values of `dtype` (at least 1)."""
     row_bytes = max(1, batch * hidden_size * dtype.itemsize)
     return max(1, min(PREFILL_CHUNK_TOKENS, STEP_PAYLOAD_BYTES // row_bytes))
 
 
-def chunk_spans(tokens: int, per_chunk: int) -> list[tuple[int, int]]:
-    """[a, b) spans covering range(tokens) in order, each at most `per_chunk` long."""
-    if tokens < 0 or per_chunk < 1:
-        raise ValueError(f"cannot chunk {tokens} tokens by {per_chunk}")
-    return [(a, min(a + per_chunk, tokens)) for a in range(0, tokens, per_chunk)]
+def prefill_spans(start: int, tokens: int, batch: int, hidden_size: int, dtype: torch.dtype) -> list[tuple[int, int]]:
+    """[a, b) spans (offsets into the new tokens) of a step of `tokens` tokens at position
+    `start`: at most `chunk_tokens` each, and at most PREFILL_ATTENTION_AREA query x key pairs."""
+    cap = chunk_tokens(batch, hidden_size, dtype)
+    spans: list[tuple[int, int]] = []
+    a = 0
+    while a < tokens:
+        keys = start + a + cap  # (an upper bound: the chunk's last query sees this many keys)
+        size = max(1, min(cap, PREFILL_ATTENTION_AREA // (batch * keys)))
+        spans.append((a, min(a + size, tokens)))
+        a = spans[-1][1]
+    return spans

@@ -14,7 +14,13 @@ import torch
 
 from client.config import ClientConfig
 from client.inference_session import RemoteInferenceSession
-from client.prefill import PREFILL_CHUNK_TOKENS, STEP_PAYLOAD_BYTES, chunk_spans, chunk_tokens
+from client.prefill import (
+    PREFILL_ATTENTION_AREA,
+    PREFILL_CHUNK_TOKENS,
+    STEP_PAYLOAD_BYTES,
+    chunk_tokens,
+    prefill_spans,
+)
 from swarm.protocol import InferenceStep
 from swarm.records import BlockRange
 from tests.unit.fake_swarm import (
@@ -43,13 +49,26 @@ def test_chunk_tokens(batch: int, hidden: int, dtype: torch.dtype, expected: int
     assert chunk_tokens(batch, hidden, dtype) == expected
 
 
-def test_chunk_spans_cover_in_order() -> None:
-    assert chunk_spans(1100, 512) == [(0, 512), (512, 1024), (1024, 1100)]
-    assert chunk_spans(512, 512) == [(0, 512)]
-    assert chunk_spans(1, 512) == [(0, 1)]
-    assert chunk_spans(0, 512) == []
-    with pytest.raises(ValueError):
-        chunk_spans(10, 0)
+def test_prefill_spans_of_a_short_prompt_are_token_capped() -> None:
+    assert prefill_spans(0, 1100, 1, 576, torch.float32) == [(0, 512), (512, 1024), (1024, 1100)]
+    assert prefill_spans(0, 512, 1, 576, torch.float32) == [(0, 512)]
+    assert prefill_spans(5, 1, 1, 576, torch.float32) == [(0, 1)]
+    assert prefill_spans(0, 0, 1, 576, torch.float32) == []
+
+
+@pytest.mark.parametrize(("start", "tokens", "batch"), [(0, 8160, 1), (7000, 1192, 1), (0, 8192, 4), (0, 300, 64)])
+def test_prefill_spans_bound_the_attention_area(start: int, tokens: int, batch: int) -> None:
+    spans = prefill_spans(start, tokens, batch, 576, torch.float32)
+    assert [a for a, _ in spans] == [0, *(b for _, b in spans[:-1])] and spans[-1][1] == tokens  # in order, whole
+    for a, b in spans:
+        assert 1 <= b - a <= PREFILL_CHUNK_TOKENS
+        assert (b - a) * (start + b) * batch <= PREFILL_ATTENTION_AREA or b - a == 1, (a, b)
+
+
+def test_late_chunks_of_an_8k_prompt_are_small() -> None:
+    spans = prefill_spans(0, 8160, 1, 576, torch.float32)
+    assert spans[0] == (0, 512) and spans[-1][1] - spans[-1][0] <= 128
+    assert len(spans) < 40  # not token by token
 
 
 @pytest.fixture
