@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("chat", help="chat with a model through the swarm",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(p, ClientConfig, only=("initial_peers", "tls_ca", "swarm_token", "verify_fraction", "adapter"))
+    add_config_flags(p, ClientConfig, only=("initial_peers", "tls_ca", "swarm_token", "verify_fraction", "adapter",
+                                                   "wire_compression"))
     p.add_argument("--model", default="default",
                    help="checkpoint directory or hub id for the tokenizer, embeddings and head "
                         "('default': SmolLM2-135M-Instruct)")

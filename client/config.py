@@ -76,11 +76,13 @@ class ClientConfig:
         "route only through servers whose blocks are quantized so (none: full precision only)",
         choices=QUANTIZATIONS, default_text="any"))
     """Required `swarm-node start --quantization` of every server on a route; None: any."""
-    wire_compression: str = field(default="auto", metadata=flag(
-        "how hidden states travel between client and servers: auto (float16 for float32 "
-        "activations), none, float16, bfloat16 or blockwise8", metavar="KIND",
-        choices=("auto", "none", "float16", "bfloat16", "blockwise8")))
-    """Wire compression of hidden states per session and Forward (`swarm.codec.compression.policy`)."""
+    wire_compression: str = field(default="none", metadata=flag(
+        "how hidden states travel between client and servers: none (exact), auto (float16 for "
+        "float32 activations: half the bytes, for slow links), float16, bfloat16 or blockwise8", metavar="KIND",
+        choices=("none", "auto", "float16", "bfloat16", "blockwise8")))
+    """Wire compression of hidden states per session and Forward (`swarm.codec.compression.policy`).
+    Off by default: outputs then equal a local run's exactly (float16 rounding changes
+    sampled tokens and, rarely, greedy ones); a link slower than the compute wants "auto"."""
     verify_seed: int | None = None
     """Seed of the step sampler (None: random); tests fix it."""
     map_ttl: float = 5.0

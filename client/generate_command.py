@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p = subparsers.add_parser("generate", help="generate text through the swarm",
                               description="Generate text through the swarm's servers.")
     add_config_flags(p, ClientConfig, only=("initial_peers", "tls_ca", "swarm_token", "verify_fraction", "adapter",
-                                            "quantization"))
+                                            "quantization", "wire_compression"))
     p.add_argument("--model", default="default",
                    help="checkpoint directory or hub id the client loads its embeddings and head "
                         "from ('default': SmolLM2-135M-Instruct)")

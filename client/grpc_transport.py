@@ -23,7 +23,7 @@ import torch
 
 from client.verification import BadOutput
 from swarm.codec import messages
-from swarm.codec.compression import AUTO, policy
+from swarm.codec.compression import policy
 from swarm.codec.limits import TensorLimits
 from swarm.errors import PeerUnavailable, SwarmError
 from swarm.protocol import (
@@ -152,7 +152,7 @@ class GrpcInferenceStream:
 class GrpcTransport:
     """`client.transport.Transport` over gRPC: one pooled channel per server address."""
 
-    def __init__(self, limits: TensorLimits, pool: ChannelPool | None = None, compression: str = AUTO) -> None:
+    def __init__(self, limits: TensorLimits, pool: ChannelPool | None = None, compression: str = "none") -> None:
         self.limits = limits
         """Bounds on every tensor decoded from a server."""
         self.pool = pool or ChannelPool()

@@ -2,7 +2,7 @@
 vs float16 hidden states on the wire, side by side in one run.
 
 Three servers behind `DelayProxy`s capped at RATE per direction (and `--delay-ms` one
-way); two clients of the same swarm, `wire_compression="none"` and the default policy
+way); two clients of the same swarm, `wire_compression="none"` (the default) and "auto"
 (float16 for float32 activations); `--rounds` forwards of `--batch` x `--length` token
 ids each, alternating the order. Every Forward call sends the hidden states to one server
 and reads them back, so the bytes on the capped links halve with float16.

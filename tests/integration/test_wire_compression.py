@@ -93,7 +93,7 @@ async def test_session_results_and_pushes_carry_the_session_compression(swarm: R
 
 
 async def test_transport_policy_asks_float16_for_float32(swarm: RunningSwarm, pool: ChannelPool) -> None:
-    transport = GrpcTransport(DEFAULT_LIMITS, pool)  # "auto"
+    transport = GrpcTransport(DEFAULT_LIMITS, pool, "auto")
     request = InferenceOpen(MODEL, BlockRange(0, 2), 1, 16, torch.float32, uuid.uuid4().hex, uuid.uuid4().hex)
     stream = await transport.open_inference(swarm.servers[0].address, request, 5.0)
     assert stream.compression is Compression.FLOAT16
