@@ -47,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="transformers' repetition penalty, > 0 (1: none)")
     p.add_argument("--speculative", type=_draft_tokens, default=None, metavar="N",
                    help="speculative decoding: draft up to N tokens per step by prompt lookup, verified in "
-                        "one round trip (0: off; default: auto, up to 8)")
+                        "one round trip (0: off; default: auto, up to 8, greedy only)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end instead of streaming")
     p.set_defaults(run=run)
 

@@ -39,7 +39,7 @@ from swarm.model.families import family_class
 from swarm.model.head import ClientHead, load_client_head
 from swarm.model.options import QUANTIZATIONS
 from client.remote_sequential import RemoteSequential
-from client.speculative import AUTO, Speculative, SpeculativeStats, blockers, draft_limit, speculative_generate
+from client.speculative import Speculative, SpeculativeStats, blockers, draft_limit, speculative_generate
 from client.runtime import LoopThread, shared_loop
 from client.session_handle import InferenceSession
 from client.tuning import TrainableTuning, TuningMode, tuned_logits
@@ -77,7 +77,7 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
         self.generation_config = generation_config
         self.layers = RemoteSequential(client, loop, model_name, head.info.num_blocks)
         self._session: InferenceSession | None = None
-        self.speculative: Speculative = AUTO
+        self.speculative: Speculative = 0
         """generate's default `speculative=` (see `client.speculative`)."""
         self.speculative_stats: SpeculativeStats | None = None
         """The last generate call's speculative decoding: steps, drafted and accepted tokens (None: plain)."""
@@ -181,7 +181,7 @@ class DistributedModelForCausalLM(PreTrainedModel, GenerationMixin):  # type: ig
         speculative = kwargs.pop("speculative", self.speculative)
         config = checked_config(generation_config or self.generation_config, kwargs)
         custom = bool(logits_processor or stopping_criteria or prefix_allowed_tokens_fn)
-        drafts = draft_limit(speculative, blockers(config, input_ids.shape[0], custom, kwargs))
+        drafts = draft_limit(speculative, blockers(config, input_ids.shape[0], custom, kwargs), bool(config.do_sample))
         session = session or self._session
         if session is None:
             cache, held = self._new_cache(), 0
@@ -299,7 +299,7 @@ class AutoDistributedModelForCausalLM:
         lora_rank: int = 8,
         lora_alpha: float = 16.0,
         lora_targets: Sequence[str] = ("q_proj", "v_proj"),
-        speculative: Speculative = AUTO,
+        speculative: Speculative = 0,
     ) -> DistributedModelForCausalLM:
         """Loads the client's parts of a checkpoint and connects to the swarm.
 
@@ -312,8 +312,8 @@ class AutoDistributedModelForCausalLM:
         route only through servers whose blocks are quantized so (None: any). `tuning_mode` ("ptune", "deep_ptune",
         "lora") makes `model.tuning` trainable tensors (see `client.tuning`) that every call
         carries: train them with any torch loop, save LoRA with `model.save_adapter(dir)`.
-        `speculative`: generate's default for speculative decoding ("auto", 0: off, N: drafts
-        of up to N tokens; see `client.speculative`).
+        `speculative`: generate's default for speculative decoding (0: off, the default;
+        "auto": greedy calls it serves; N: drafts of up to N tokens; see `client.speculative`).
         """
         peers = _initial_peers(initial_peers, config)
         config = replace(config, initial_peers=peers) if config else ClientConfig(initial_peers=peers)

@@ -84,8 +84,9 @@ def test_speculative_greedy_equals_plain_with_fewer_steps(model: DistributedMode
     assert 0 < stats.accepted < stats.drafted  # drafts kept and drafts rolled back
     # continued in one session: two calls equal one call on the whole text
     with model.inference_session(max_length=8 + 2 * 12 + 4) as session:
-        first = model.generate(ids, max_new_tokens=12, do_sample=False)
-        second = model.generate(torch.tensor([[5, 9, 5, 9]]), max_new_tokens=12, do_sample=False)
+        first = model.generate(ids, max_new_tokens=12, do_sample=False, speculative="auto")
+        second = model.generate(torch.tensor([[5, 9, 5, 9]]), max_new_tokens=12, do_sample=False, speculative=4)
+        assert model.speculative_stats is not None
         assert session.position == first.shape[1] + second.shape[1] - 1
     whole = torch.cat([first, second], dim=1)
     assert torch.equal(whole, reference.generate(whole[:, :-12], max_new_tokens=12, do_sample=False))

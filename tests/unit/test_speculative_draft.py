@@ -67,6 +67,7 @@ def test_policy() -> None:
     assert blockers(GenerationConfig(max_new_tokens=2, return_dict_in_generate=True), 1, False, {}) \
         == ["return_dict_in_generate"]
     assert draft_limit("auto", reasons) == 0  # auto falls back to plain decoding
+    assert draft_limit("auto", [], sampling=True) == 0 and draft_limit(3, [], sampling=True) == 3
     with pytest.raises(InvalidInput, match="beam search"):
         draft_limit(4, reasons)  # asked for explicitly: refused, by name
     for bad in (-1, "fast", 2.5):
