@@ -1,8 +1,9 @@
 """`scripts/bench wan --speculative [N]`: speculative vs plain greedy decoding over WAN links.
 
 The same proxied swarm as `scripts/bench wan` (three servers, each behind a one-way
-delay proxy, chaining on), and one prompt whose answer copies from it (a code edit:
-"rename this variable and print the function"). Plain decoding (`speculative=0`) and
+delay proxy, chaining on), and one prompt whose answer copies from it (extraction: "list
+every email address in this text"; SmolLM2-135M answers by copying the text, where it
+rewrites code edits rather than copying them). Plain decoding (`speculative=0`) and
 speculative decoding (drafts of up to N tokens by prompt lookup) alternate for a few
 rounds; each call is timed whole (prefill included, the same in both), and the run
 prints both tokens/s, their ratio, whether the outputs are identical token for token,
@@ -33,16 +34,10 @@ logger = logging.getLogger(__name__)
 
 TARGET_SPEEDUP = 2.0
 PROMPT = (
-    "Rename the variable `data` to `records` in this Python function and print the whole "
-    "function again, nothing else.\n\n"
-    "def summarize(data):\n"
-    "    total = 0\n"
-    "    count = 0\n"
-    "    for item in data:\n"
-    "        total += item.value\n"
-    "        count += 1\n"
-    "    average = total / count if count else 0.0\n"
-    "    return {\"total\": total, \"count\": count, \"average\": average}\n"
+    "List every email address in this text, one per line.\n\n"
+    "Contact alice.smith@example.com for sales, bob.jones@example.org for support, carol.white@example.net "
+    "for billing, dave.brown@example.com for press, erin.black@example.org for hiring, frank.green@example.net "
+    "for legal, grace.hall@example.com for events and henry.king@example.org for partnerships."
 )
 
 
