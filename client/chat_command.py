@@ -16,11 +16,10 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from client.command_setup import check_target, explained, load, positive_int, ranged_float
+from client.command_setup import CLIENT_FLAGS, add_speculative_flag, positive_int, ranged_float, run_with_model
 from client.config import ClientConfig
 from swarm.cli_edge import UsageError
 from swarm.config_flags import add_config_flags
-from swarm.errors import NoRoute
 
 if TYPE_CHECKING:
     from client.model import DistributedModelForCausalLM
@@ -31,8 +30,7 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("chat", help="chat with a model through the swarm",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_flags(p, ClientConfig, only=("initial_peers", "tls_ca", "swarm_token", "verify_fraction", "adapter",
-                                                   "wire_compression"))
+    add_config_flags(p, ClientConfig, only=CLIENT_FLAGS)
     p.add_argument("--model", default="default",
                    help="checkpoint directory or hub id for the tokenizer, embeddings and head "
                         "('default': SmolLM2-135M-Instruct)")
@@ -42,6 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--max-length", type=positive_int, default=2048, help="most tokens in the whole chat (default 2048)")
     p.add_argument("--temperature", type=ranged_float(0.0), default=0.0,
                    help="sampling temperature; 0 = greedy (default)")
+    add_speculative_flag(p, "greedy replies only")
     p.set_defaults(run=run)
 
 
@@ -54,22 +53,15 @@ def run(args: argparse.Namespace) -> int:
     if args.max_new_tokens >= args.max_length:  # no reply would fit the chat's session
         raise UsageError(f"--max-new-tokens {args.max_new_tokens} leaves no room for the conversation in "
                          f"--max-length {args.max_length}; give a larger --max-length or fewer new tokens")
-    target = check_target(args)  # cheap checks first: model, DHT, a server for every block
-    tokenizer, model = load(target)
-    try:
-        _converse(args, tokenizer, model)
-    except NoRoute as error:  # the swarm changed since the check: say what it lacks now
-        raise explained(error, target) from error
-    finally:
-        model.close()
-    return 0
+    return run_with_model(args, _converse)
 
 
 def _converse(args: argparse.Namespace, tokenizer: Any, model: DistributedModelForCausalLM) -> None:
     import torch
     from transformers import TextStreamer
 
-    sampling: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "do_sample": args.temperature > 0}
+    sampling: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "do_sample": args.temperature > 0,
+                                "speculative": "auto" if args.speculative is None else args.speculative}
     if args.temperature > 0:
         sampling["temperature"] = args.temperature
     messages = [{"role": "system", "content": args.system}] if args.system else []

@@ -9,6 +9,8 @@ well under a second; an unreachable DHT costs one DHT request timeout (1 s).
 A route can still vanish afterwards (servers leave); `explained` turns the `NoRoute`
 that generation then raises into the same message, read from the DHT again.
 
+`run_with_model` is the commands' shell: checks, loading, the work, and closing.
+
 Not here: sampling and printing (the commands), routing (`client.routing`).
 """
 
@@ -30,6 +32,10 @@ from swarm.model_names import model_name_of
 if TYPE_CHECKING:
     from client.model import DistributedModelForCausalLM
 
+CLIENT_FLAGS = ("initial_peers", "tls_ca", "swarm_token", "verify_fraction", "adapter", "quantization",
+                "wire_compression")
+"""The `ClientConfig` fields `swarm generate` and `swarm chat` take as flags."""
+
 
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1, refused with the reason."""
@@ -40,6 +46,17 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
+
+
+def draft_tokens(text: str) -> int:
+    """--speculative: a whole number >= 0 (0 turns speculative decoding off)."""
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
+def add_speculative_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--speculative", type=draft_tokens, default=None, metavar="N",
+                        help=f"speculative decoding: draft up to N tokens per step by prompt lookup, verified in "
+                             f"one round trip (0: off; default: auto, up to 8, {what})")
 
 
 def ranged_float(low: float, high: float = float("inf"), *, low_open: bool = False) -> Callable[[str], float]:
@@ -120,3 +137,18 @@ def load(target: Target) -> tuple[Any, DistributedModelForCausalLM]:
     model = AutoDistributedModelForCausalLM.from_pretrained(target.path, target.config.initial_peers,
                                                             model_name=target.name, config=target.config)
     return tokenizer, model
+
+
+def run_with_model(args: argparse.Namespace,
+                   work: Callable[[argparse.Namespace, Any, DistributedModelForCausalLM], None]) -> int:
+    """Checks the target, loads the tokenizer and model, runs `work` and closes the model; a
+    route lost meanwhile is explained from the swarm map. Returns the exit status (0)."""
+    target = check_target(args)  # cheap checks first: model, DHT, a server for every block
+    tokenizer, model = load(target)  # torch and transformers load only here (status stays fast)
+    try:
+        work(args, tokenizer, model)
+    except NoRoute as error:  # the swarm changed since the check: say what it lacks now
+        raise explained(error, target) from error
+    finally:
+        model.close()
+    return 0

@@ -13,10 +13,9 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from client.command_setup import check_target, explained, load, positive_int, ranged_float
+from client.command_setup import CLIENT_FLAGS, add_speculative_flag, positive_int, ranged_float, run_with_model
 from client.config import ClientConfig
 from swarm.config_flags import add_config_flags
-from swarm.errors import NoRoute
 
 if TYPE_CHECKING:
     import torch
@@ -29,8 +28,7 @@ logger = logging.getLogger(__name__)
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("generate", help="generate text through the swarm",
                               description="Generate text through the swarm's servers.")
-    add_config_flags(p, ClientConfig, only=("initial_peers", "tls_ca", "swarm_token", "verify_fraction", "adapter",
-                                            "quantization", "wire_compression"))
+    add_config_flags(p, ClientConfig, only=CLIENT_FLAGS)
     p.add_argument("--model", default="default",
                    help="checkpoint directory or hub id the client loads its embeddings and head "
                         "from ('default': SmolLM2-135M-Instruct)")
@@ -45,16 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="nucleus sampling threshold, 0 < P <= 1")
     p.add_argument("--repetition-penalty", type=ranged_float(0.0, low_open=True), default=None,
                    help="transformers' repetition penalty, > 0 (1: none)")
-    p.add_argument("--speculative", type=_draft_tokens, default=None, metavar="N",
-                   help="speculative decoding: draft up to N tokens per step by prompt lookup, verified in "
-                        "one round trip (0: off; default: auto, up to 8, greedy only)")
+    add_speculative_flag(p, "greedy only")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end instead of streaming")
     p.set_defaults(run=run)
-
-
-def _draft_tokens(text: str) -> int:
-    """--speculative: a whole number >= 0 (0 turns speculative decoding off)."""
-    return 0 if text.strip() == "0" else positive_int(text)
 
 
 def _prompt_ids(tokenizer: Any, prompt: str, chat: bool) -> "torch.Tensor":
@@ -86,15 +77,7 @@ def _sampling(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    target = check_target(args)  # cheap checks first: model, DHT, a server for every block
-    tokenizer, model = load(target)  # torch and transformers load only here (status stays fast)
-    try:
-        _generate(args, tokenizer, model)
-    except NoRoute as error:  # the swarm changed since the check: say what it lacks now
-        raise explained(error, target) from error
-    finally:
-        model.close()
-    return 0
+    return run_with_model(args, _generate)
 
 
 def _generate(args: argparse.Namespace, tokenizer: Any, model: DistributedModelForCausalLM) -> None:

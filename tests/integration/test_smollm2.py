@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -113,4 +114,5 @@ def test_cli_chat_keeps_the_conversation_in_the_session(model_dir: str, swarm: L
     assert "Paris" in done.stdout and "Rome" in done.stdout, done.stdout
     # one session for both turns: the second turn sent only its new tokens
     assert done.stderr.count("new session with the whole conversation") == 1, done.stderr[-3000:]
-    assert done.stderr.count(" tokens in ") == 2
+    assert len(re.findall(r"^\[\d+ tokens in ", done.stderr, re.MULTILINE)) == 2, done.stderr[-3000:]
+    assert "speculative decoding:" in done.stderr  # greedy replies draft by prompt lookup (auto)

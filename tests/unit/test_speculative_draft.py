@@ -78,7 +78,8 @@ def test_policy() -> None:
 def test_generate_command_flag() -> None:
     import argparse
 
-    from client.generate_command import _draft_tokens, _sampling
+    from client.command_setup import draft_tokens as _draft_tokens
+    from client.generate_command import _sampling
 
     assert _draft_tokens("0") == 0 and _draft_tokens("5") == 5
     for bad in ("-1", "x"):
