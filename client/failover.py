@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator
 import torch
 
 from client.ban_policy import fails_over
-from client.prefill import prefill_spans
+from swarm.prefill import prefill_spans
 from client.route_opener import RouteOpener, SegmentFailed
 from client.segments import SegmentEvent, SegmentStream
 from client.session_state import History, SessionHistory, StepState

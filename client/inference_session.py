@@ -26,7 +26,7 @@ import uuid
 import torch
 
 from client.failover import Failover
-from client.prefill import prefill_spans
+from swarm.prefill import prefill_spans
 from client.route_opener import RouteOpener, RouteSource, SessionSpec
 from client.segments import SegmentEvent, SegmentStream
 from client.session_state import SessionHistory, StepMeta, StepState

@@ -16,6 +16,7 @@ from node.graph_cache import KeptPass, KeptPiece, tuning_key
 from node.scheduler import DEFAULT_BATCH_SHARE, Priority, PriorityExecutor, Scheduling
 from node.validation import default_positions
 from swarm.errors import NotServed
+from swarm.prefill import prefill_spans
 from swarm.model.families.tuning import check_tuning
 from swarm.records import BlockRange
 from swarm.tuning import Tuning
@@ -74,9 +75,23 @@ class BlockBackend:
         attention_mask: torch.Tensor | None,
         tuning: Tuning | None = None,
     ) -> torch.Tensor:
-        """Appends `hidden` at cache position `start` (dropping anything after it)."""
-        return await self.executor.run(Priority.INFERENCE, run_step, self.stack, cache, blocks, hidden, start,
-                                        position_ids, attention_mask, self._resolved(tuning, blocks))
+        """Appends `hidden` at cache position `start` (dropping anything after it).
+
+        A long step runs as consecutive chunks (`swarm.prefill.prefill_spans`, as clients
+        send long prompts): the same result, with a bounded attention working set and other
+        sessions' steps between the chunks, whatever the client sent."""
+        tuning = self._resolved(tuning, blocks)
+        batch, tokens, hidden_size = hidden.shape
+        spans = prefill_spans(start, tokens, batch, hidden_size, hidden.dtype)
+        if len(spans) == 1:
+            return await self.executor.run(Priority.INFERENCE, run_step, self.stack, cache, blocks, hidden, start,
+                                            position_ids, attention_mask, tuning)
+        positions = position_ids if position_ids is not None else default_positions(batch, start, tokens)
+        mask = attention_mask if attention_mask is not None else torch.ones(batch, start + tokens, dtype=torch.int64)
+        outs = [await self.executor.run(Priority.INFERENCE, run_step, self.stack, cache, blocks, hidden[:, a:b],
+                                        start + a, positions[:, a:b], mask[:, :start + b], tuning)
+                for a, b in spans]
+        return torch.cat(outs, dim=1)
 
     async def forward(
         self, blocks: BlockRange, hidden: torch.Tensor, attention_mask: torch.Tensor | None, peer: str = "",

@@ -28,7 +28,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from client.model import AutoDistributedModelForCausalLM
-from client.prefill import PREFILL_ATTENTION_AREA
+from swarm.prefill import PREFILL_ATTENTION_AREA
 from devtools.launcher import LocalSwarm, LocalSwarmConfig, NodeProcess
 from node.memory import block_bytes
 from swarm.default_model import resolve_model

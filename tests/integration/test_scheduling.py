@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from node.backend import FORWARD_CHUNK_TOKENS, BlockBackend
+from node.backend import FORWARD_CHUNK_TOKENS, BlockBackend, run_step
 from node.scheduler import Priority, Scheduling
 from swarm.model.families import load_block_stack
+from swarm.prefill import prefill_spans
 from swarm.records import BlockRange
 from tests.integration.slicing_models import FAMILY_NAMES, save_checkpoint
 from tests.wait import async_wait_until
@@ -60,6 +62,41 @@ def test_long_rows_in_token_chunks_equal_one_pass(llama: Path) -> None:
         whole.close()
     torch.testing.assert_close(out[0, 700:], ref[0, 700:], rtol=1e-4, atol=1e-5)  # padding rows' values are moot
     torch.testing.assert_close(out[1], ref[1], rtol=1e-4, atol=1e-5)
+
+
+def test_a_long_step_runs_in_chunks_with_the_same_result(llama: Path) -> None:
+    """A session step longer than a prefill chunk (a client that does not chunk its prompt)
+    runs as consecutive chunks on the server: the same output and cache as one pass."""
+    backend, _ = _backends(llama)
+    stack = backend.stack
+    torch.manual_seed(2)
+    tokens = 700  # two chunks (512 + 188)
+    hidden = torch.randn(1, tokens, backend.hidden_size)
+    assert len(prefill_spans(0, tokens, 1, backend.hidden_size, hidden.dtype)) == 2
+    chunked_cache, whole_cache = stack.new_cache(BLOCKS), stack.new_cache(BLOCKS)
+    tasks: list[int] = []  # tokens of each task the compute thread ran
+    submitted = backend.executor.run
+
+    async def counted(priority: Priority, fn: Any, *args: Any, peer: str = "") -> Any:
+        tasks.append(args[3].shape[1])
+        return await submitted(priority, fn, *args, peer=peer)
+
+    backend.executor.run = counted  # type: ignore[method-assign]
+
+    async def run() -> tuple[torch.Tensor, torch.Tensor]:
+        out = await backend.step(chunked_cache, BLOCKS, hidden, 0, None, None)
+        return out, await backend.step(chunked_cache, BLOCKS, hidden[:, :1], tokens, None, None)
+
+    try:
+        out, after = asyncio.run(run())
+    finally:
+        backend.close()
+    ref = run_step(stack, whole_cache, BLOCKS, hidden, 0, None, None)  # one task, as before
+    ref_after = run_step(stack, whole_cache, BLOCKS, hidden[:, :1], tokens, None, None)
+    assert tasks == [512, 188, 1]
+    assert stack.cache_length(chunked_cache) == stack.cache_length(whole_cache) == tokens + 1
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(after, ref_after, rtol=1e-4, atol=1e-5)
 
 
 def test_passes_in_pieces_equal_one_pass(checkpoint: Path) -> None:

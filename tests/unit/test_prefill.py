@@ -14,7 +14,7 @@ import torch
 
 from client.config import ClientConfig
 from client.inference_session import RemoteInferenceSession
-from client.prefill import (
+from swarm.prefill import (
     PREFILL_ATTENTION_AREA,
     PREFILL_CHUNK_TOKENS,
     STEP_PAYLOAD_BYTES,

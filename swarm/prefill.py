@@ -9,7 +9,9 @@ the same result in bounded messages, tasks and attention working sets: a chunk h
 `chunk_tokens` tokens, and fewer late in a long context, where each of its queries meets
 more keys (`prefill_spans`).
 
-Pure: no I/O. Used by `client.inference_session` (steps) and `client.failover` (replays).
+Pure: no I/O. Used by `client.inference_session` (steps) and `client.failover` (replays),
+and by `node.backend`, which cuts a long step the same way whoever sent it (a client that
+does not chunk must not make a server hold an 8k x 8k attention working set).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ PREFILL_CHUNK_TOKENS = 512
 """Most tokens per step: a server runs a step as one task (on 2 CPU cores a block over 8k
 tokens took 1.3 s, a decoding step of another session waits for it), and the attention
 scores of a chunk over an 8k context are chunk x 8k floats per head. Servers chunk their
-Forward calls the same way (node.backend.FORWARD_CHUNK_TOKENS)."""
+Forward calls the same way (node.backend.FORWARD_CHUNK_TOKENS), and long steps by `prefill_spans`."""
 
 STEP_PAYLOAD_BYTES = 16 << 20
 """Most bytes of hidden states per step message: far under the servers' tensor limit and
