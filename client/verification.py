@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from swarm.errors import PeerUnavailable
+from swarm.protocol import Compression
 
 RELATIVE_TOLERANCE: dict[torch.dtype, float] = {
     torch.float32: 1e-3,
@@ -47,8 +48,24 @@ def check_finite(hidden: torch.Tensor, peer: str, what: str) -> None:
         raise BadOutput(f"{peer} returned {bad} non-finite values for {what}", code="DATA_LOSS", peer=peer)
 
 
+WIRE_PRECISION: dict[Compression, torch.dtype] = {
+    Compression.FLOAT16: torch.float16,
+    Compression.BFLOAT16: torch.bfloat16,
+    Compression.BLOCKWISE_8BIT: torch.bfloat16,  # (<= 1/254 of a block's largest value: bfloat16's order)
+}
+"""The precision activations keep on the wire under each compression."""
+
+
 def tolerance(dtype: torch.dtype) -> float:
     return RELATIVE_TOLERANCE.get(dtype, 5e-2)
+
+
+def compared_dtype(dtype: torch.dtype, compression: Compression) -> torch.dtype:
+    """The dtype whose tolerance two servers' outputs are compared with: the session's, or the
+    coarser precision its activations travel in (each server's answer is rounded on the wire,
+    so honest answers differ by that rounding; a lie still differs by >= 10%)."""
+    wire = WIRE_PRECISION.get(compression)
+    return wire if wire is not None and tolerance(wire) > tolerance(dtype) else dtype
 
 
 def mismatch(a: torch.Tensor, b: torch.Tensor) -> float:

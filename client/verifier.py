@@ -4,7 +4,7 @@ For a sampled step (`client.verification.StepSampler`), each segment that answer
 recomputed by a stateless Forward call on another server holding the same blocks, over
 everything that crossed the segment's first boundary so far (the session keeps it for
 replays, `client.session_state`); the step's positions are compared within the dtype's
-tolerance. On disagreement a third server votes; servers outvoted by the majority are
+tolerance (or the wire compression's, if the session's activations travel compressed). On disagreement a third server votes; servers outvoted by the majority are
 banned (id and address), and an outvoted session server is returned so that the
 session fails it over and redoes the step. Without a third server the disagreement is
 counted and logged as unresolved (nobody can tell who lied). Steps of padded batches or
@@ -25,7 +25,8 @@ from client.route_opener import RouteSource
 from client.segments import SegmentStream
 from client.session_state import SessionHistory, StepMeta
 from client.transport import Transport
-from client.verification import StepSampler, VerificationStats, majority, mismatch, order_witnesses
+from client.verification import StepSampler, VerificationStats, compared_dtype, majority, mismatch, order_witnesses
+from swarm.codec.compression import policy
 from swarm.errors import SwarmError
 from swarm.protocol import ForwardCall
 from swarm.tuning import Tuning
@@ -45,6 +46,8 @@ class Verifier:
         self._asked: dict[str, int] = {}
         self._tuning = tuning
         """The session's prompts and LoRA factors: a witness recomputes with them."""
+        self.precision = compared_dtype(history.dtype, policy(swarm.config.wire_compression, history.dtype))
+        """What answers are compared at: the session's dtype, or its wire compression's."""
 
     def wanted(self, meta: StepMeta) -> bool:
         """Whether to check this step (sampled, and a Forward call can recompute it)."""
@@ -94,7 +97,7 @@ class Verifier:
                 logger.warning("session %s: no third server of blocks %s to settle a disagreement",
                                session_id, segment.blocks)
             return True
-        _, outvoted = majority(outputs, self.history.dtype)
+        _, outvoted = majority(outputs, self.precision)
         for server_id in outvoted:
             address = segment.stream.address if server_id == segment.server_id else addresses[server_id]
             logger.warning("session %s: server %s at %s outvoted on blocks %s: banned as a liar",
@@ -113,7 +116,7 @@ class Verifier:
         return bool(meta.attention_mask.all()) and torch.equal(meta.position_ids, positions)
 
     def _all_agree(self, outputs: dict[str, torch.Tensor]) -> bool:
-        winners, outvoted = majority(outputs, self.history.dtype)
+        winners, outvoted = majority(outputs, self.precision)
         return not outvoted and len(winners) == len(outputs)
 
     async def _recompute(self, witness: str, address: str, segment: SegmentStream,

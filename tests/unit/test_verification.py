@@ -12,11 +12,14 @@ from client.verification import (
     StepSampler,
     agree,
     check_finite,
+    compared_dtype,
     majority,
     mismatch,
     order_witnesses,
     tolerance,
 )
+from swarm.codec.compression import compress, decompress
+from swarm.protocol import Compression
 
 HONEST = torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(0))
 
@@ -89,3 +92,18 @@ def test_step_sampler_is_seeded(fraction: float, picked: int) -> None:
 def test_witnesses_least_asked_first() -> None:
     order = order_witnesses(["x", "y", "z"], {"x": 2, "y": 0, "z": 1}, random.Random(0))
     assert order == ["y", "z", "x"]
+
+
+@pytest.mark.parametrize("compression", list(Compression))
+def test_compressed_answers_are_compared_at_the_wire_precision(compression: Compression) -> None:
+    """Two honest float32 answers, one of them rounded by the codec on the wire, agree at the
+    precision compared; lies still do not."""
+    dtype = compared_dtype(torch.float32, compression)
+    assert (dtype is torch.float32) == (compression is Compression.NONE)
+    payload = compress(HONEST, compression)
+    rounded = HONEST if payload is None else decompress(payload, compression, torch.float32, tuple(HONEST.shape))
+    assert agree(HONEST, rounded * (1 + 1e-6), dtype)
+    assert compression is Compression.NONE or not torch.equal(rounded, HONEST)
+    for kind in ("zeros", "noise", "passthrough"):
+        assert not agree(HONEST, _lie(kind), dtype), kind
+    assert compared_dtype(torch.bfloat16, Compression.FLOAT16) is torch.bfloat16  # already coarser
