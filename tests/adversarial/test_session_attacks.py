@@ -20,7 +20,7 @@ import asyncio
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -51,13 +51,6 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSwarm]:
                           "--max-peer-inflight-bytes", str(PEER_INFLIGHT), "--update-period", "2")
     yield running
     running.swarm.stop_all()
-
-
-@pytest.fixture()
-async def pool() -> AsyncIterator[ChannelPool]:
-    channels = ChannelPool()
-    yield channels
-    await channels.close()
 
 
 def _open(blocks: BlockRange = BlockRange(0, 2), max_length: int = 64, session_id: str = "") -> InferenceOpen:

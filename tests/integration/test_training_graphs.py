@@ -14,7 +14,6 @@ import asyncio
 import copy
 import secrets
 import urllib.request
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -88,10 +87,8 @@ def test_kept_graphs_give_the_recomputed_gradients(family: str, tmp_path: Path) 
 
 
 @pytest.fixture()
-async def transport() -> AsyncIterator[GrpcTransport]:
-    pool = ChannelPool()
-    yield GrpcTransport(DEFAULT_LIMITS, pool)
-    await pool.close()
+def transport(pool: ChannelPool) -> GrpcTransport:
+    return GrpcTransport(DEFAULT_LIMITS, pool)
 
 
 def _graph_counts(server_text: str) -> dict[str, float]:

@@ -16,7 +16,7 @@ import copy
 import logging
 from dataclasses import replace
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -53,13 +53,6 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSwarm]:
     running = start_swarm(tmp_path_factory.mktemp("tuning-faults"), "llama", ["0:3", "3:6"])
     yield running
     running.swarm.stop_all()
-
-
-@pytest.fixture()
-async def pool() -> AsyncIterator[ChannelPool]:
-    channels = ChannelPool()
-    yield channels
-    await channels.close()
 
 
 def _hidden(batch: int = 1, tokens: int = 5) -> torch.Tensor:

@@ -31,13 +31,6 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSwarm]:
     running.swarm.stop_all()
 
 
-@pytest.fixture()
-async def pool() -> AsyncIterator[ChannelPool]:
-    pool = ChannelPool()
-    yield pool
-    await pool.close()
-
-
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
