@@ -161,8 +161,11 @@ class RunningServer:
         self._serving_now()
 
     def _serving_now(self) -> None:
-        logger.info("serving blocks %s of %s at %s (server %s)", self.state.blocks, self.config.model_name,
-                    self.facts.address, self.facts.server_id[:8])
+        stack = self.backend.stack
+        cache_bytes = self.config.cache_tokens * stack.cache_bytes_per_token(stack.blocks)
+        logger.info("serving blocks %s of %s at %s (server %s); KV cache budget %d tokens = %.1f MiB",
+                    self.state.blocks, self.config.model_name, self.facts.address, self.facts.server_id[:8],
+                    self.config.cache_tokens, cache_bytes / 2**20)
         self._write_ready_file()
 
     def _write_ready_file(self) -> None:
