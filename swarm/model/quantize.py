@@ -47,6 +47,9 @@ CPU_PACK_ROWS = 32
 
 
 def _bitsandbytes() -> Any:
+    # On import, its CPU backend warns that an optional faster NF4 kernel package ("kernels")
+    # is missing: it then uses its own kernel, which is what the figures here were measured with.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
         import bitsandbytes
     except ImportError as error:  # find_spec passed but the import failed (broken native library)
