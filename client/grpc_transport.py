@@ -45,7 +45,10 @@ T = TypeVar("T")
 
 
 async def _timed(awaitable: Awaitable[T], timeout: float) -> T:
-    return await asyncio.wait_for(awaitable, timeout)
+    # a timeout scope, not wait_for: no task per call (a write starts at once, a read that
+    # has its message returns without a turn of the loop)
+    async with asyncio.timeout(timeout):
+        return await awaitable
 
 
 class GrpcInferenceStream:

@@ -139,7 +139,8 @@ class RemoteInferenceSession:
         config = self.client.config
         timeout = config.step_timeout + (config.push_allowance if self._chained else 0.0)
         try:
-            return await asyncio.wait_for(self._events.get(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: no task per event
+                return await self._events.get()
         except TimeoutError:
             # the first server in chain order that has not answered is the one that hangs
             silent = next(s for s in self.segments if s not in state.done)

@@ -5,6 +5,8 @@ keeps serving other sessions' messages and health checks while a step computes, 
 that steps from many sessions do not fight over the CPU's cores (torch parallelizes inside
 each op). Inference steps go ahead of Forward/Backward passes, which run one block per
 task so that a step never waits for a whole pass; batch work keeps a share of the thread.
+A decode-sized step may run on the event loop instead, in the compute thread's slot, when
+that thread is idle (`PriorityExecutor.run(inline=True)`): two thread hand-offs fewer per hop.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from swarm.tuning import Tuning
 FORWARD_CHUNK_TOKENS = 512
 """Longer Forward rows run a block in chunks of this many tokens: one task of a block over
 8k tokens took 1.3 s on 2 CPU cores, and an inference step waits for the task that runs."""
+INLINE_STEP_TOKENS = 16
+"""Steps of at most this many tokens (batch x tokens: decoding, speculative verification)
+may run on the event loop when the compute thread is idle (`PriorityExecutor.run(inline=)`)."""
 
 
 class BlockBackend:
@@ -85,7 +90,8 @@ class BlockBackend:
         spans = prefill_spans(start, tokens, batch, hidden_size, hidden.dtype)
         if len(spans) == 1:
             return await self.executor.run(Priority.INFERENCE, run_step, self.stack, cache, blocks, hidden, start,
-                                            position_ids, attention_mask, tuning)
+                                            position_ids, attention_mask, tuning,
+                                            inline=batch * tokens <= INLINE_STEP_TOKENS)
         positions = position_ids if position_ids is not None else default_positions(batch, start, tokens)
         mask = attention_mask if attention_mask is not None else torch.ones(batch, start + tokens, dtype=torch.int64)
         outs = [await self.executor.run(Priority.INFERENCE, run_step, self.stack, cache, blocks, hidden[:, a:b],

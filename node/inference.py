@@ -212,8 +212,9 @@ class InferenceSessions:
         cache = self.backend.new_cache(open_.blocks)
         epoch = self._epoch
         while True:
-            try:
-                item = await asyncio.wait_for(inbox.get(), self.config.session_idle_timeout)
+            try:  # a timeout scope, not wait_for: no task per step, no wake-up when an item is waiting
+                async with asyncio.timeout(self.config.session_idle_timeout):
+                    item = await inbox.get()
             except TimeoutError:
                 raise SessionTimeout(
                     f"session idle for more than {self.config.session_idle_timeout:g} s; closed"

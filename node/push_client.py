@@ -67,8 +67,9 @@ class PushClient:
         call = streams.get(key)
         if call is None:
             call = streams[key] = self._pool.stub(address).PushStream()
-        try:
-            await asyncio.wait_for(call.write(messages.encode_push(pushed)), self.timeout)
+        try:  # a timeout scope, not wait_for: the write starts now, not in a new task's first turn
+            async with asyncio.timeout(self.timeout):
+                await call.write(messages.encode_push(pushed))
         except CALL_FAILURES as error:
             streams.pop(key, None)
             logger.warning("push of step %d to %s (session %s) failed: %s", pushed.step.step_id, address,

@@ -25,9 +25,10 @@ import argparse
 import json
 import logging
 import os
+import statistics
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 TARGET_RATIO = 1.15
 """What the swarm's per-token latency may cost over the local run on loopback."""
+TARGET_MESSAGING_MS = 0.7
+"""What the swarm's messaging may add per server and token over the pipe floor (issue 14)."""
 DEFAULT_PROMPT = "What is the capital of France?"
 DEFAULT_SPANS = (BlockRange(0, 10), BlockRange(10, 20), BlockRange(20, 30))
 
@@ -65,8 +68,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment variable for the servers and the floor's workers only (repeat), e.g. "
                              "OMP_NUM_THREADS=1; default: devtools.launcher.SHARED_CPU_ENV")
+    parser.add_argument("--wire-compression", default=None, metavar="KIND",
+                        help="the swarm clients' ClientConfig.wire_compression (default: ClientConfig's default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser.parse_args(argv)
+
+
+def messaging_per_server(swarm: Comparison, floor: Comparison, servers: int) -> list[float]:
+    """Per round: (swarm - floor seconds per token) / servers, what the swarm's messaging adds
+    per server over the pipe floor (both timed in the same round)."""
+    return [(s - f) / servers for s, f in zip(swarm.a, floor.a)]
 
 
 def measure(contenders: dict[str, Decoder], forwarders: dict[str, Contender], args: argparse.Namespace,
@@ -116,12 +127,14 @@ def report(result: dict[str, Any], args: argparse.Namespace, route: str, prompt_
     rows: list[Comparison] = result["rows"]
     swarm, floor = rows[0], rows[2]
     overhead, split = swarm.median_a - swarm.median_b, floor.median_a - floor.median_b
+    per_server = messaging_per_server(swarm, floor, len(args.blocks))
+    median_ms = statistics.median(per_server) * 1e3
     lines = [
         f"swarm-llm bench local: {Path(args.model_path).name}, float32, batch 1, greedy, "
         f"{args.tokens} decode steps after a {prompt_tokens}-token chat prompt; {args.rounds} rounds, "
         f"order rotating; medians over rounds",
         f"swarm: {len(args.blocks)} server processes on 127.0.0.1, chained (servers push to the next), "
-        f"route {route}",
+        f"route {route}, wire compression {args.wire_compression_used}",
         f"local: transformers AutoModelForCausalLM + DynamicCache in this process; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}",
@@ -136,15 +149,21 @@ def report(result: dict[str, Any], args: argparse.Namespace, route: str, prompt_
         f"per-token cost over local: swarm {overhead * 1e3:+.1f} ms = the split itself (floor) "
         f"{split * 1e3:+.1f} ms + the swarm's messaging {(overhead - split) * 1e3:+.1f} ms "
         f"({(overhead - split) * 1e3 / len(args.blocks):+.1f} ms per server)",
+        f"messaging per server (swarm - floor) / {len(args.blocks)}: median over rounds {median_ms:.2f} ms "
+        f"(rounds {', '.join(f'{x * 1e3:.2f}' for x in per_server)})   target <= {TARGET_MESSAGING_MS} ms: "
+        f"{'met' if median_ms <= TARGET_MESSAGING_MS else 'NOT met'}",
     ]
     return "\n".join(lines)
 
 
 def as_json(result: dict[str, Any], args: argparse.Namespace, route: str) -> str:
     rows: list[Comparison] = result["rows"]
+    per_server = messaging_per_server(rows[0], rows[2], len(args.blocks))
     return json.dumps({
         "model": Path(args.model_path).name, "tokens": args.tokens, "rounds": args.rounds,
         "route": route, "target_ratio": TARGET_RATIO, "same_tokens": result["same_tokens"],
+        "wire_compression": args.wire_compression_used, "messaging_per_server_s": per_server,
+        "messaging_per_server_median_s": statistics.median(per_server),
         "logits_max_diff": result["logits_max_diff"], "load_average": os.getloadavg()[0],
         "rows": [{**asdict(r), "median_swarm_s": r.median_a, "median_local_s": r.median_b,
                   "ratio": r.ratio, "paired_ratio": r.paired_ratio} for r in rows],
@@ -160,9 +179,13 @@ def run_bench(args: argparse.Namespace, peers: list[str]) -> None:
     prompt_ids = chat_ids(args.model_path, args.prompt)
     progress("loading the local reference and the swarm clients")
     local = LocalReference(args.model_path)
-    chained = AutoDistributedModelForCausalLM.from_pretrained(args.model_path, peers)
-    unchained_config = ClientConfig(tuple(PeerAddress.parse(p) for p in peers),
-                                    routing=RoutingConfig(chained=False))
+    addresses = tuple(PeerAddress.parse(p) for p in peers)
+    chained_config = ClientConfig(addresses)
+    if args.wire_compression is not None:
+        chained_config = replace(chained_config, wire_compression=args.wire_compression)
+    args.wire_compression_used = chained_config.wire_compression
+    chained = AutoDistributedModelForCausalLM.from_pretrained(args.model_path, peers, config=chained_config)
+    unchained_config = replace(chained_config, routing=RoutingConfig(chained=False))
     unchained = AutoDistributedModelForCausalLM.from_pretrained(args.model_path, peers, config=unchained_config)
     vocab = int(local.model.config.vocab_size)
     forward_ids = torch.randint(0, vocab, (1, args.forward_tokens), generator=torch.Generator().manual_seed(0))

@@ -77,9 +77,9 @@ def test_a_long_step_runs_in_chunks_with_the_same_result(llama: Path) -> None:
     tasks: list[int] = []  # tokens of each task the compute thread ran
     submitted = backend.executor.run
 
-    async def counted(priority: Priority, fn: Any, *args: Any, peer: str = "") -> Any:
+    async def counted(priority: Priority, fn: Any, *args: Any, peer: str = "", inline: bool = False) -> Any:
         tasks.append(args[3].shape[1])
-        return await submitted(priority, fn, *args, peer=peer)
+        return await submitted(priority, fn, *args, peer=peer, inline=inline)
 
     backend.executor.run = counted  # type: ignore[method-assign]
 
