@@ -47,6 +47,12 @@ TARGET_RATIO = 1.15
 """What the swarm's per-token latency may cost over the local run on loopback."""
 TARGET_MESSAGING_MS = 0.7
 """What the swarm's messaging may add per server and token over the pipe floor (issue 14)."""
+BENCH_SERVER_ENV = {"GOMP_SPINCOUNT": "0"}
+"""The servers' and the floor workers' environment unless --server-env names the variable.
+OpenMP threads that spin after each op (SHARED_CPU_ENV's 100000 spins) steal the core the
+next process needs the moment a hidden state reaches it: the pipe floor, whose hand-off is
+fastest, suffered most (measured at load average ~5 from other work: 46-161 ms per token
+with 100000, 40.6-41.5 ms with 0), so the split measured nothing. Both sides get the same."""
 DEFAULT_PROMPT = "What is the capital of France?"
 DEFAULT_SPANS = (BlockRange(0, 10), BlockRange(10, 20), BlockRange(20, 30))
 
@@ -67,7 +73,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"servers' logs and pids file (default: ${WORKDIR_ENV} or a temp dir)")
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment variable for the servers and the floor's workers only (repeat), e.g. "
-                             "OMP_NUM_THREADS=1; default: devtools.launcher.SHARED_CPU_ENV")
+                             "OMP_NUM_THREADS=1; default: devtools.launcher.SHARED_CPU_ENV and "
+                             f"{' '.join(f'{k}={v}' for k, v in BENCH_SERVER_ENV.items())}")
     parser.add_argument("--wire-compression", default=None, metavar="KIND",
                         help="the swarm clients' ClientConfig.wire_compression (default: ClientConfig's default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -140,7 +147,8 @@ def report(result: dict[str, Any], args: argparse.Namespace, route: str, prompt_
         f"load average {os.getloadavg()[0]:.1f}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}",
         f"floor: the same ranges in {len(args.blocks)} worker processes joined by OS pipes, running the "
         f"servers' step code with no gRPC, asyncio or checks: what splitting the model over processes "
-        f"costs on this machine, whatever the protocol",
+        f"costs on this machine, whatever the protocol; servers' and workers' environment: "
+        f"{' '.join(f'{k}={v}' for k, v in args.server_env_map.items())}",
         "",
         format_table(rows, "swarm", "local", TARGET_RATIO, rows[0].name),
         "",
@@ -212,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logging()
     began = time.monotonic()
     args.model_path = resolve_model(args.model)
-    args.server_env_map = dict(item.split("=", 1) for item in args.server_env)
+    args.server_env_map = {**BENCH_SERVER_ENV, **dict(item.split("=", 1) for item in args.server_env)}
     try:
         with sigterm_as_interrupt():
             if args.initial_peers:
