@@ -244,10 +244,8 @@ class InferenceSessions:
             out = await self.backend.step(cache, open_.blocks, step.hidden_states, step.start_position,
                                           step.position_ids, step.attention_mask, open_.tuning)
         check_finite_output(out)
-        self.metrics.steps.inc()
-        self.metrics.step_tokens.inc(step.hidden_states.shape[0] * step.hidden_states.shape[1])
         push_failed = False
-        if step.next_hops:
+        if step.next_hops:  # first: the next server waits for it (the counters can wait)
             hop, rest = step.next_hops[0], step.next_hops[1:]
             onward = InferenceStep(step.step_id, out, step.start_position, step.position_ids,
                                    step.attention_mask, rest)
@@ -255,4 +253,6 @@ class InferenceSessions:
             push_failed = not await self.pusher.push(pusher_key, hop.address, pushed)
             if push_failed:
                 self.metrics.pushes_failed.inc()
+        self.metrics.steps.inc()
+        self.metrics.step_tokens.inc(step.hidden_states.shape[0] * step.hidden_states.shape[1])
         return InferenceResult(step.step_id, out, push_failed, compression=open_.compression)

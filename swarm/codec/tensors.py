@@ -101,7 +101,15 @@ def compression_from_wire(number: int) -> Compression:
         raise CodecError(f"unknown tensor compression {number}") from None
 
 
+_NUMPY_NATIVE = frozenset({torch.float32, torch.float16, torch.int64, torch.int32, torch.int8, torch.uint8})
+"""Dtypes whose CPU tensors numpy views as they are (not bool, not bfloat16)."""
+
+
 def _raw_bytes(tensor: torch.Tensor) -> bytes:
+    if (not _BIG_ENDIAN_HOST and tensor.dtype in _NUMPY_NATIVE and tensor.device.type == "cpu"
+            and not tensor.requires_grad and tensor.is_contiguous()):
+        # the per-step case (activations, positions, masks): one view instead of six ops
+        return bytes(tensor.numpy().data)
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)
     if flat.dtype == torch.bool:
         flat = flat.view(torch.uint8)
@@ -162,7 +170,7 @@ def checked_nbytes(message: tensor_pb2.Tensor, limits: TensorLimits = DEFAULT_LI
         raise CodecError(
             f"tensor of shape {shape} has {numel} elements, at most {limits.max_elements} allowed"
         )
-    nbytes = int(numel * torch.empty((), dtype=dtype).element_size())
+    nbytes = int(numel * dtype.itemsize)
     if nbytes > limits.max_bytes:
         raise CodecError(f"tensor of shape {shape} needs {nbytes} bytes, at most {limits.max_bytes} allowed")
     return lossy.wire_nbytes(compression, dtype, numel)
