@@ -262,10 +262,13 @@ def test_generate_prints_the_answer_and_nothing_else(places: Places, swarm: dict
     code, out, err, _ = run(["swarm", "generate", "--initial-peers", places.peers, "--model", str(places.model),
                              "--prompt", "w5 w6 w7", "--max-new-tokens", "4"])
     assert (code, err) == (0, ""), err  # no INFO lines, no warnings
-    answer, route, speed = [line for line in out.splitlines() if line]
+    answer, route, speed, drafts = [line for line in out.splitlines() if line]
     assert re.fullmatch(r"(w\d+ ?){4}", answer.strip()), out
     assert route.startswith("[route: ") and "[0:6]" in route
     assert re.fullmatch(r"\[4 tokens in [\d.]+ s: [\d.]+ tokens/s\]", speed)
+    # greedy: speculative decoding by default (auto), its acceptance after the speed
+    assert re.fullmatch(r"\[speculative: 4 tokens in \d+ steps, \d+ of \d+ drafted tokens accepted \(\d+%\)\]",
+                        drafts), drafts
 
 
 @pytest.mark.slow
