@@ -43,13 +43,15 @@ PROMPT_TOKENS = CONTEXT - NEW_TOKENS
 SPANS = (BlockRange(0, 10), BlockRange(10, 20), BlockRange(20, 30))
 MiB = 1 << 20
 HEADS = 9
-WORKING_SET_BYTES = 3 * PREFILL_ATTENTION_AREA * HEADS * 4 + 128 * MiB
+WORKING_SET_BYTES = 3 * PREFILL_ATTENTION_AREA * HEADS * 4 + 176 * MiB
 """One prefill chunk's activations: a few float32 tensors of its query x key pairs per head
-(scores, softmax, mask: 3 x 36 MiB at most, `client.prefill`), and 128 MiB for the rest (MLP
+(scores, softmax, mask: 3 x 36 MiB at most, `swarm.prefill`), and 176 MiB for the rest (MLP
 activations, a layer's cache while it grows, messages and their copies, the allocator's
-slack). Measured here, after a warm-up: 254-308 MiB of growth per server (the cache is 120
-of it); in one process, the same prompt as one step grew 10 blocks by ~470 MiB, the bound
-(356 MiB) fails it."""
+slack: decode steps run on the event loop's thread and prefill chunks on the compute
+thread, and each thread's malloc arena keeps its own freed pages). Measured here, after a
+warm-up: 254-308 MiB of growth per server (the cache is 120 of it) while every step ran on
+the compute thread, 360 MiB once since decode steps may run inline; in one process, the
+same prompt as one step grew 10 blocks by ~470 MiB, over the bound (404 MiB)."""
 
 
 @pytest.fixture(scope="module")
