@@ -137,15 +137,15 @@ class BlockBackend:
     ) -> tuple[torch.Tensor, KeptPass]:
         """The blocks' output, and their graphs for the pass's Backward (`node.graph_cache`).
         `tuning` must be identifiable (`tuning_key` not None)."""
+        key = tuning_key(tuning)
+        if key is None:  # (checked before any work)
+            raise ValueError("a kept pass needs a tuning with a digest or an adapter name")
         stack = self.stack
         mask, positions = _batch_inputs(hidden, attention_mask)
         source = self._differentiated(tuning, blocks)
         with self.executor.active(Priority.BATCH):
             pieces = await self._graph_pieces(stack, self._pieces(blocks), hidden.detach().to(stack.dtype), mask,
                                               positions, source, peer)
-        key = tuning_key(tuning)
-        if key is None:
-            raise ValueError("a kept pass needs a tuning with a digest or an adapter name")
         kept = KeptPass(stack, blocks, hidden, attention_mask, key, source, tuple(pieces))
         return pieces[-1].out.detach().to(hidden.dtype), kept
 
