@@ -16,6 +16,7 @@ import logging
 import signal
 
 from node.config import ServerConfig
+from node.heap import limit_malloc_arenas
 from swarm import settings
 from swarm.cli import run_event_loop
 from swarm.config_flags import add_config_flags
@@ -89,5 +90,6 @@ async def serve(config: ServerConfig, security: RpcSecurity) -> int:
 
 def run(args: argparse.Namespace) -> int:
     security, source = preflight(args)  # what it raises is one line on stderr (swarm.cli_edge)
+    limit_malloc_arenas()  # before the loop, gRPC and torch start their threads
     config = config_from_args(args, source.path)
     return run_event_loop(lambda: serve(config, security))

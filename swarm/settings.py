@@ -12,6 +12,8 @@
     SWARM_INITIAL_PEERS  DHT peers (HOST:PORT, separated by spaces or commas) a client
                       joins when none are given (`client.model`: from_pretrained
                       without initial_peers)
+    MALLOC_ARENA_MAX  glibc's own; when set, `swarm-node` leaves the arena count it
+                      chose alone (else the node caps it at one, `node.heap`)
 
 Each function reads the environment when called (tests and launchers set variables
 after import). Not here: command-line flags (`swarm.config_flags` builds them from the
@@ -28,6 +30,7 @@ LOG_LEVEL_ENV = "SWARM_LOG_LEVEL"
 CACHE_ENV = "SWARM_LLM_CACHE"
 TOKEN_ENV = "SWARM_TOKEN"
 INITIAL_PEERS_ENV = "SWARM_INITIAL_PEERS"
+MALLOC_ARENA_ENV = "MALLOC_ARENA_MAX"
 
 
 def log_level(verbose: bool = False, default: str = "INFO") -> str:
@@ -50,3 +53,8 @@ def initial_peers() -> tuple[str, ...]:
     """HOST:PORT texts from $SWARM_INITIAL_PEERS (spaces or commas between); () when unset."""
     text = os.environ.get(INITIAL_PEERS_ENV, "")
     return tuple(part for part in text.replace(",", " ").split() if part)
+
+
+def malloc_arenas_chosen() -> bool:
+    """Whether $MALLOC_ARENA_MAX is set (glibc applied it at start: the operator chose)."""
+    return MALLOC_ARENA_ENV in os.environ
