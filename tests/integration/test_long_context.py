@@ -51,14 +51,7 @@ slack). Bound 364 MiB. Measured here, after a warm-up: 234-273 MiB of growth per
 (the cache is 120 of it) with the server's one malloc arena (`node.heap`); 324-415 MiB
 before it, when the event loop's thread (inline decode steps) and the compute thread
 (prefill chunks) each kept the freed pages of their own arena. In one process, the same
-prompt as one step grew 10 blocks by ~470 MiB."""One prefill chunk's activations: a few float32 tensors of its query x key pairs per head
-(scores, softmax, mask: 3 x 36 MiB at most, `swarm.prefill`), and 176 MiB for the rest (MLP
-activations, a layer's cache while it grows, messages and their copies, the allocator's
-slack: decode steps run on the event loop's thread and prefill chunks on the compute
-thread, and each thread's malloc arena keeps its own freed pages). Measured here, after a
-warm-up: 254-308 MiB of growth per server (the cache is 120 of it) while every step ran on
-the compute thread, 360 MiB once since decode steps may run inline; in one process, the
-same prompt as one step grew 10 blocks by ~470 MiB, over the bound (404 MiB)."""
+prompt as one step grew 10 blocks by ~470 MiB."""
 
 
 @pytest.fixture(scope="module")
