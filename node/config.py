@@ -183,7 +183,8 @@ class ServerConfig:
     cache of recent passes' tensors by digest)."""
     max_graph_bytes: int = field(default=1 << 30, metadata=flag(
         "most bytes of training passes' autograd graphs kept from a Forward to its Backward (which "
-        "then need not recompute the forward); the oldest go first, a Backward without one recomputes"))
+        "then need not recompute the forward); the oldest go first, but half is safe from other client "
+        "addresses; a Backward without one recomputes"))
     """Budget of `node.graph_cache` (activations saved by autograd, weights excluded)."""
     max_batch_size: int = 64
     """Most rows a session or forward call may have."""

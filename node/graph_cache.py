@@ -9,11 +9,15 @@ takes them.
 
 Bounded, as everything a client can make a server hold: kept bytes (the tensors autograd
 saved, weights excluded) stay within `max_bytes`, the least recently kept passes go first,
-and a pass not taken within `ttl` seconds is dropped. A pass bigger than the whole budget
-keeps only its leading pieces (the Backward recomputes the rest from the last kept output).
-Losing an entry costs only that recomputation: a Backward checks that its inputs equal the
-kept pass's before using it (`KeptPass.matches`). A flood of kept passes from one address
-can thus slow other trainers down to the recomputing speed, never make them wrong. Pure
+and a pass not taken within `ttl` seconds is dropped. One client address may fill the
+whole budget while nobody else trains, but only its share (`peer_share`, half) is safe
+from others: room for a new pass is made from the asker's own passes and those of
+addresses holding more than their share, oldest first, and a pass is cut to what the
+asker may take without touching others' shares. A pass cut this way keeps only its
+leading pieces (the Backward recomputes the rest from the last kept output). Losing an
+entry costs only that recomputation: a Backward checks that its inputs equal the kept
+pass's before using it (`KeptPass.matches`). A flood of passes from one address thus
+evicts that address's own passes, never another trainer's within its share. Pure
 data: no I/O, the clock is passed in.
 """
 
@@ -95,33 +99,46 @@ def _equal(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
 
 
 class GraphCache:
-    """Kept passes by (client address, pass id), oldest out first, under a byte budget."""
+    """Kept passes by (client address, pass id), oldest out first, under a byte budget and
+    a per-address share."""
 
-    def __init__(self, max_bytes: int, ttl: float = DEFAULT_TTL_S) -> None:
+    def __init__(self, max_bytes: int, ttl: float = DEFAULT_TTL_S, peer_share: float = 0.5) -> None:
+        if not 0.0 < peer_share <= 1.0:
+            raise ValueError(f"peer share must be in (0, 1], got {peer_share}")
         self.max_bytes = max_bytes
         self.ttl = ttl
+        self.share = int(max_bytes * peer_share)
         self.used = 0
+        self._by_peer: dict[str, int] = {}
         self._entries: OrderedDict[tuple[str, str], tuple[float, KeptPass]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
+    def held(self, peer: str) -> int:
+        """Bytes the passes of `peer` hold."""
+        return self._by_peer.get(peer, 0)
+
     def put(self, peer: str, pass_id: str, kept: KeptPass, now: float) -> int:
-        """Keeps `kept` (its leading pieces if all do not fit the budget); returns how many
-        pieces were kept. Makes room by dropping expired, then least recently kept passes."""
+        """Keeps `kept` (its leading pieces if all do not fit what `peer` may take); returns
+        how many pieces were kept. Makes room by dropping expired passes, then the oldest of
+        `peer`'s own and of addresses over their share."""
         self._expire(now)
         self._drop((peer, pass_id))
+        allowed = self.max_bytes - sum(min(held, self.share) for other, held in self._by_peer.items()
+                                       if other != peer)
         pieces = list(kept.pieces)
-        while pieces and replace(kept, pieces=tuple(pieces)).nbytes > self.max_bytes:
+        while pieces and replace(kept, pieces=tuple(pieces)).nbytes > allowed:
             pieces.pop()
         if not pieces:
             return 0
         if len(pieces) < len(kept.pieces):
             kept = replace(kept, pieces=tuple(pieces))
         while self.used + kept.nbytes > self.max_bytes:
-            self._drop(next(iter(self._entries)))
+            # exists while the room is short: `allowed` left out exactly what others' shares hold
+            self._drop(next(key for key in self._entries if key[0] == peer or self.held(key[0]) > self.share))
         self._entries[(peer, pass_id)] = (now, kept)
-        self.used += kept.nbytes
+        self._count(peer, kept.nbytes)
         return len(pieces)
 
     def take(self, peer: str, pass_id: str, now: float) -> KeptPass | None:
@@ -130,7 +147,7 @@ class GraphCache:
         entry = self._entries.pop((peer, pass_id), None)
         if entry is None:
             return None
-        self.used -= entry[1].nbytes
+        self._count(peer, -entry[1].nbytes)
         return entry[1]
 
     def _expire(self, now: float) -> None:
@@ -143,4 +160,12 @@ class GraphCache:
     def _drop(self, key: tuple[str, str]) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
-            self.used -= entry[1].nbytes
+            self._count(key[0], -entry[1].nbytes)
+
+    def _count(self, peer: str, nbytes: int) -> None:
+        self.used += nbytes
+        held = self._by_peer.get(peer, 0) + nbytes
+        if held:
+            self._by_peer[peer] = held
+        else:
+            self._by_peer.pop(peer, None)
