@@ -261,12 +261,24 @@ def run_bench(config: WanBenchConfig) -> WanResult:
     return WanResult(config.servers, config.delay_s, config.tokens, config.rounds, name, modes)
 
 
+PLAIN_TOKENS = 20
+SPECULATIVE_TOKENS = 96
+"""A copying answer long enough for drafts to pay off (acceptance grows as the copy goes on)."""
+
+
+def tokens_wanted(args: argparse.Namespace) -> int:
+    """--tokens, else the default of the comparison asked for."""
+    if args.tokens is not None:
+        return int(args.tokens)
+    return SPECULATIVE_TOKENS if args.speculative is not None else PLAIN_TOKENS
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scripts/bench wan", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--delay-ms", type=float, default=20.0, help="one-way delay per hop (default 20)")
-    parser.add_argument("--tokens", type=int, default=20,
-                        help="new tokens per generate (default 20; 96 with --speculative)")
+    parser.add_argument("--tokens", type=int, default=None,
+                        help=f"new tokens per generate (default {PLAIN_TOKENS}; {SPECULATIVE_TOKENS} with --speculative)")
     parser.add_argument("--rounds", type=int, default=3, help="generate calls per mode (default 3)")
     parser.add_argument("--servers", type=int, default=3, help="servers in the chain (default 3)")
     parser.add_argument("--model", default=None,
@@ -294,14 +306,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from devtools.bench.wan_bandwidth import run_bandwidth_main
 
         return run_bandwidth_main(args, parser)
+    args.tokens = tokens_wanted(args)
     try:
         config = WanBenchConfig(args.model, args.servers, args.delay_ms / 1e3, args.tokens, args.rounds,
                                 workdir=args.workdir)
     except ValueError as error:
         parser.error(str(error))
     if args.speculative is not None:
-        given = sys.argv[1:] if argv is None else argv
-        return _speculative_main(args, args.tokens if any(a.startswith("--tokens") for a in given) else 96)
+        return _speculative_main(args, args.tokens)
     try:
         with sigterm_as_interrupt():
             result = run_bench(config)

@@ -18,6 +18,7 @@ from devtools.bench.wan import (
     one_way_trips,
     split_blocks,
     to_json,
+    tokens_wanted,
 )
 from swarm.records import BlockRange
 
@@ -97,8 +98,10 @@ def test_json_carries_the_ratios() -> None:
 
 def test_config_and_parser_defaults() -> None:
     args = build_parser().parse_args([])
-    assert (args.delay_ms, args.tokens, args.rounds, args.servers, args.model, args.json) == (
+    assert (args.delay_ms, tokens_wanted(args), args.rounds, args.servers, args.model, args.json) == (
         20.0, 20, 3, 3, None, False)
+    assert tokens_wanted(build_parser().parse_args(["--speculative"])) == 96
+    assert tokens_wanted(build_parser().parse_args(["--speculative", "4", "--tokens", "30"])) == 30
     with pytest.raises(ValueError):
         WanBenchConfig(tokens=1)
     with pytest.raises(ValueError):
