@@ -34,6 +34,7 @@ from client.transport import Transport
 from client.verification import BadOutput, VerificationStats, check_finite
 from client.verifier import Verifier
 from swarm.errors import InvalidInput, PeerTimedOut, SessionStateError, SwarmError
+from swarm.finite import all_finite
 from swarm.protocol import MAX_STEP_HOPS, InferenceResult, InferenceStep
 from swarm.records import BlockRange
 from swarm.tuning import Tuning
@@ -239,7 +240,7 @@ class RemoteInferenceSession:
     def _late_result(self, segment: SegmentStream, result: InferenceResult) -> None:
         """A middle server's copy of an earlier step: keep it for replays."""
         meta = self._history.step_meta(result.step_id)
-        if meta is not None and segment is not self.segments[-1] and bool(torch.isfinite(result.hidden_states).all()):
+        if meta is not None and segment is not self.segments[-1] and all_finite(result.hidden_states):
             self._history.record(segment.blocks.end, result.hidden_states, meta)
 
     async def _send(self, segment: SegmentStream, state: StepState) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from swarm.errors import PeerUnavailable
+from swarm.finite import all_finite, non_finite_count
 from swarm.protocol import Compression
 
 RELATIVE_TOLERANCE: dict[torch.dtype, float] = {
@@ -43,8 +44,8 @@ class BadOutput(PeerUnavailable):
 
 def check_finite(hidden: torch.Tensor, peer: str, what: str) -> None:
     """Raises `BadOutput` if `hidden` holds a NaN or an infinity."""
-    if not bool(torch.isfinite(hidden).all()):
-        bad = int((~torch.isfinite(hidden)).sum())
+    if not all_finite(hidden):
+        bad = non_finite_count(hidden)
         raise BadOutput(f"{peer} returned {bad} non-finite values for {what}", code="DATA_LOSS", peer=peer)
 
 

@@ -16,7 +16,7 @@ import torch
 from swarm.model.families import BlockStack, SessionCache
 from node.graph_cache import KeptPass, KeptPiece, tuning_key
 from node.scheduler import DEFAULT_BATCH_SHARE, Priority, PriorityExecutor, Scheduling
-from node.validation import default_positions
+from node.validation import check_finite_output, default_positions
 from swarm.errors import NotServed
 from swarm.prefill import prefill_spans
 from swarm.model.families.tuning import check_tuning
@@ -295,4 +295,8 @@ def run_step(
             cache=cache,
             tuning=tuning,
         )
-    return out.to(hidden.dtype)
+    out = out.to(hidden.dtype)
+    # here, not after the await: the output and torch's dispatcher are still in the caches
+    # (checked on the event loop after a step it cost ~100 us per hop, cold)
+    check_finite_output(out)
+    return out

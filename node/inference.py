@@ -37,7 +37,7 @@ from swarm.model.families import SessionCache
 from node.metrics import ServerMetrics
 from node.push_client import PushClient
 from node.state import ServingState
-from node.validation import check_blocks, check_finite_output, check_next_hops, check_open, check_step
+from node.validation import check_blocks, check_next_hops, check_open, check_step
 from swarm.errors import CacheExhausted, NotServed, ServerDraining, SessionStateError, SwarmError
 from swarm.protocol import (
     InferenceClose,
@@ -243,7 +243,6 @@ class InferenceSessions:
         with self.metrics.step_seconds.time():
             out = await self.backend.step(cache, open_.blocks, step.hidden_states, step.start_position,
                                           step.position_ids, step.attention_mask, open_.tuning)
-        check_finite_output(out)
         push_failed = False
         if step.next_hops:  # first: the next server waits for it (the counters can wait)
             hop, rest = step.next_hops[0], step.next_hops[1:]

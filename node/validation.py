@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from swarm.errors import InvalidInput, NotServed, SessionStateError
+from swarm.finite import all_finite
 from swarm.protocol import InferenceOpen, InferenceStep, NextHop
 from swarm.records import BlockRange
 
@@ -66,12 +67,12 @@ def check_next_hops(hops: tuple[NextHop, ...], own_addresses: frozenset[str], li
 
 def check_finite(tensor: torch.Tensor, name: str) -> None:
     """Input activations must hold no NaN or Inf."""
-    if tensor.dtype.is_floating_point and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+    if not all_finite(tensor):
         raise InvalidInput(f"{name} hold NaN or Inf values")
 
 
 def check_finite_output(tensor: torch.Tensor) -> None:
-    if tensor.numel() and not bool(torch.isfinite(tensor).all()):
+    if not all_finite(tensor):
         raise NonFiniteOutput("the blocks produced NaN or Inf from finite inputs; the answer was withheld")
 
 
@@ -118,7 +119,8 @@ def check_positions_and_mask(
                 f"position_ids must be int64 [{batch}, {tokens}], got {position_ids.dtype} "
                 f"{list(position_ids.shape)}"
             )
-        if position_ids.numel() and (int(position_ids.min()) < 0 or int(position_ids.max()) >= 1 << 20):
+        values = position_ids.numpy() if position_ids.device.type == "cpu" else position_ids  # (cheaper ops)
+        if position_ids.numel() and (int(values.min()) < 0 or int(values.max()) >= 1 << 20):
             raise InvalidInput("position_ids must lie in [0, 2**20)")
     if attention_mask is not None:
         if attention_mask.dtype.is_floating_point or list(attention_mask.shape) != [batch, total]:

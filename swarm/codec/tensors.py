@@ -59,6 +59,10 @@ _COMPRESSION_TO_WIRE: dict[Compression, tensor_pb2.Compression] = {
 _WIRE_TO_COMPRESSION: dict[int, Compression] = {int(v): k for k, v in _COMPRESSION_TO_WIRE.items()}
 
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
+_COPY_BELOW = 64 << 10
+"""Payloads up to this size are copied into a writable buffer: a copy of a step's few KiB
+costs less than the warning filter a read-only view needs (`warnings.catch_warnings` also
+resets the warnings module's caches), on every message of every hop."""
 
 
 DEFAULT_LIMITS = TensorLimits()
@@ -202,10 +206,13 @@ def decode_tensor(
         raw = np.frombuffer(payload, dtype=np.uint8)
         if raw.max() > 1:
             raise CodecError("bool tensor holds bytes other than 0 and 1")
-    with warnings.catch_warnings():
-        # frombuffer warns that `bytes` is not writable; callers treat it as read-only.
-        warnings.simplefilter("ignore", UserWarning)
-        flat = torch.frombuffer(payload, dtype=torch.uint8)
+    if nbytes <= _COPY_BELOW:
+        flat = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+    else:
+        with warnings.catch_warnings():
+            # frombuffer warns that `bytes` is not writable; callers treat it as read-only.
+            warnings.simplefilter("ignore", UserWarning)
+            flat = torch.frombuffer(payload, dtype=torch.uint8)
     if _BIG_ENDIAN_HOST and flat.numel() and torch.empty((), dtype=dtype).element_size() > 1:
         size = torch.empty((), dtype=dtype).element_size()
         flat = torch.from_numpy(flat.numpy().view(f"<u{size}").astype(f">u{size}").view(np.uint8))
