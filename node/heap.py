@@ -5,7 +5,7 @@ core) and keeps an arena's freed pages for reuse by that arena only. A server al
 its big tensors on two threads (decode steps inline on the event loop, prefill chunks and
 batch work on the compute thread), so each thread's arena kept the high-water mark of its
 own work: an 8k session through SmolLM2's blocks 10:20 grew the server's peak resident
-set by 325-415 MiB with the default arenas and by 240-273 MiB with one, over a KV cache
+set by 324-415 MiB with the default arenas and by 234-273 MiB with one, over a KV cache
 of 120 MiB (tests/integration/test_long_context.py). Small allocations still go through
 each thread's lock-free tcache, so one arena costs the hot path nothing measurable.
 """
