@@ -139,6 +139,7 @@ class InferenceSessions:
         self.state.check_accepting()
         who = f"{first.session_id or '?'}[{first.blocks}]"
         tokens = first.batch_size * first.max_length
+        closed: InferenceClosed | None = None
         with self.state.session(), self.metrics.sessions_open.track_inprogress(), \
                 self._tuning_held(peer, first):
             async with self.allocator.reserve(tokens, self.config.max_alloc_timeout, who, peer) as lease:
@@ -147,12 +148,20 @@ class InferenceSessions:
                 yield InferenceOpened(self.server_id, tokens)
                 pusher_key = uuid.uuid4().hex  # owns this session's push streams (ids may repeat)
                 try:
-                    async with self._inbox(first, requests, lease) as inbox:
-                        async for response in self._steps(first, inbox, who, pusher_key, lease):
+                    async with self._inbox(first, requests, lease) as inbox, \
+                            contextlib.aclosing(self._steps(first, inbox, who, pusher_key, lease)) as steps:
+                        async for response in steps:
+                            if isinstance(response, InferenceClosed):
+                                closed = response
+                                break
                             yield response
                 finally:
                     await self.pusher.release(pusher_key)
         logger.info("session %s ended", who)
+        if closed is not None:
+            # only now: a client told "closed" finds the session gone (a push to it is
+            # NOT_FOUND) and its cache reservation given back
+            yield closed
 
     @contextlib.contextmanager
     def _tuning_held(self, peer: str, open_: InferenceOpen) -> Iterator[None]:
