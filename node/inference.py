@@ -25,7 +25,7 @@ import contextlib
 import hmac
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 
 from node.allocator import CacheAllocator, Lease
@@ -217,7 +217,7 @@ class InferenceSessions:
                 await reader
 
     async def _steps(self, open_: InferenceOpen, inbox: asyncio.Queue[_Item], who: str, pusher_key: str,
-                     lease: Lease) -> AsyncIterator[InferenceResponse]:
+                     lease: Lease) -> AsyncGenerator[InferenceResponse, None]:
         cache = self.backend.new_cache(open_.blocks)
         epoch = self._epoch
         while True:
