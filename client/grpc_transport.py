@@ -37,7 +37,7 @@ from swarm.protocol import (
     InferenceStep,
     ServerInfo,
 )
-from swarm.rpc import CALL_FAILURES, ChannelPool, error_from_status, ping, rpc_errors
+from swarm.rpc import CALL_FAILURES, ChannelPool, call_failure, error_from_status, ping, rpc_errors
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +68,23 @@ class GrpcInferenceStream:
         limits: TensorLimits,
     ) -> GrpcInferenceStream:
         call = pool.stub(address).Inference()
-        with rpc_errors(address, f"opening session for blocks {request.blocks}"):
+        what = f"opening session for blocks {request.blocks}"
+        with rpc_errors(address, what):
             try:
-                await _timed(call.write(messages.encode_inference_request(request)), timeout)
-                reply = messages.decode_inference_response(await _timed(call.read(), timeout), limits)
+                try:
+                    await _timed(call.write(messages.encode_inference_request(request)), timeout)
+                    message = await _timed(call.read(), timeout)
+                except (grpc.aio.UsageError, asyncio.InvalidStateError) as error:
+                    # the server ended the call before our open was written (e.g. it refused the
+                    # swarm token): its status says why, not "RPC already finished"
+                    raise await call_failure(call, error, address, what) from None
+                if message is grpc.aio.EOF:  # ended without a word: its status says why
+                    raise error_from_status(await _timed(call.code(), timeout), await call.details(), address, what)
+                reply = messages.decode_inference_response(message, limits)
             except BaseException:
                 call.cancel()
                 raise
-        if reply is grpc.aio.EOF or not isinstance(reply, InferenceOpened):
+        if not isinstance(reply, InferenceOpened):
             call.cancel()
             raise PeerUnavailable(f"{address} did not open the session", peer=address)
         stream = cls(call, address, limits, reply)

@@ -33,6 +33,9 @@ from swarm.rpc import ChannelPool
 
 logger = logging.getLogger(__name__)
 
+VANISHED_POLL_S = 0.5
+"""How often routing asks the DHT again while a block seen served before has no records."""
+
 RECHECK_INTERVAL_S = 0.5
 """While every holder of a block is banned: how often banned servers are health-checked again."""
 
@@ -59,6 +62,8 @@ class SwarmClient:
         self.rtt = RttTracker()
         self._clock = clock
         self._snapshots: dict[str, _Snapshot] = {}
+        self._seen_blocks: dict[str, set[int]] = {}
+        """Blocks of each model that some ONLINE server was seen holding (see `route`)."""
         self._rng = random.Random()
 
     @classmethod
@@ -105,6 +110,8 @@ class SwarmClient:
             found = {s: e for s, e in found.items()
                      if s in records and records[s].quantization == self.config.quantization}
         self._snapshots[model] = _Snapshot(found, records, now)
+        seen = self._seen_blocks.setdefault(model, set())
+        seen.update(b for e in found.values() for b in range(e.blocks.start, e.blocks.end))
         return found
 
     async def _records(self, entries: dict[str, BlockEntry]) -> dict[str, ServerRecord]:
@@ -222,10 +229,14 @@ class SwarmClient:
 
         Asks the DHT again once if the cached view has no route (servers may have joined);
         if bans are what leaves a block without servers, waits up to `ban_wait_s` for one to
-        end (or for a restarted server to pass a health check) before raising NoRoute.
+        end (or for a restarted server to pass a health check) before raising NoRoute. So it
+        does, asking the DHT every `VANISHED_POLL_S`, for a block whose records vanished: one
+        it saw served before (in a churning swarm the DHT nodes that stored a block's records
+        may die before the servers re-announce). A block never seen fails at once.
         """
         deadline = self._clock() + self.config.ban_wait_s
         refreshed = False
+        vanished_wait = 0.0
         while True:
             entries = await self.entries(model, num_blocks)
             if not forward:
@@ -241,13 +252,19 @@ class SwarmClient:
                     route = sample_forward_route(candidates, query, self._rng)
                 else:
                     route = find_route(candidates, self.latency_view(model), query, self.config.routing)
-            except NoRoute:
+            except NoRoute as error:
                 if not refreshed:
                     refreshed = True
                     await self.entries(model, num_blocks, refresh=True)
                     continue
-                if not await self._wait_for_unban(entries, span, deadline):
+                if await self._wait_for_unban(entries, span, deadline):
+                    continue
+                pause = min(VANISHED_POLL_S, deadline - self._clock(), self.config.ban_wait_s - vanished_wait)
+                if error.block not in self._seen_blocks.get(model, ()) or pause <= 0:
                     raise
+                await asyncio.sleep(pause)
+                vanished_wait += pause  # (bounds the wait in real time too, whatever the clock says)
+                refreshed = False  # the next miss asks the DHT again
                 continue
             log = logger.debug if forward else logger.info
             log("route for %s %s: %s", model, span, route.describe())
