@@ -303,4 +303,7 @@ class PriorityExecutor:
             self.share.charge(kind, seconds)
             self._queues[kind].charge(peer, seconds)
             self._running = None
-            self._wakeup.notify()
+            if any(self._queues.values()):
+                # only queued work needs the worker now: waking it after every inline step
+                # cost a thread switch and a GIL hand-off on each hop's critical path
+                self._wakeup.notify()

@@ -87,3 +87,29 @@ def test_after_a_slow_one_they_go_to_the_worker() -> None:
         assert asyncio.run(executor.run(INF, threading.get_ident, inline=True)) == caller  # fast again
     finally:
         executor.shutdown()
+
+
+def test_an_inline_step_does_not_wake_an_idle_worker() -> None:
+    executor = PriorityExecutor("test")
+    notified: list[int] = []
+    real_notify = executor._wakeup.notify
+
+    def counting_notify(n: int = 1) -> None:
+        notified.append(n)
+        real_notify(n)
+
+    executor._wakeup.notify = counting_notify  # type: ignore[method-assign]
+
+    async def steps() -> None:
+        for _ in range(20):
+            await executor.run(INF, int, inline=True)
+
+    try:
+        asyncio.run(steps())
+        assert executor.inline_runs == 20
+        assert notified == []  # nothing was queued: the worker slept through all 20
+        # queued work still wakes it
+        assert executor.submit(BATCH, threading.get_ident).result(10) != threading.get_ident()
+        assert notified
+    finally:
+        executor.shutdown()
