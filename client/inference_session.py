@@ -250,7 +250,7 @@ class RemoteInferenceSession:
         window_end = (index // PUSH_WINDOW + 1) * PUSH_WINDOW
         onward = tuple(s.hop for s in self.segments[index + 1 : window_end]) if self._chained else ()
         step = InferenceStep(state.step_id, self._history.step_input(segment.blocks.start, meta),
-                             meta.start, meta.position_ids, meta.attention_mask, onward)
+                             meta.start, *meta.wire_masks, onward)
         try:
             await segment.stream.send(step, self.client.config.step_timeout)
         except SwarmError as error:

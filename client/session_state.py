@@ -11,6 +11,7 @@ Not here: deciding what to replay or when (`client.failover`), sending (`client.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,24 @@ class StepMeta:
     tokens: int
     position_ids: torch.Tensor
     attention_mask: torch.Tensor
+
+    @property
+    def wire_masks(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(position_ids, attention_mask) as a step message carries them: none at all when
+        they are what a server assumes without them (positions start.. in every row, nothing
+        masked). Plain decoding then sends no mask, which grows with the sequence and would
+        be encoded, decoded and checked again at every hop of every token."""
+        if self._default_layout:
+            return None, None
+        return self.position_ids, self.attention_mask
+
+    @functools.cached_property
+    def _default_layout(self) -> bool:
+        expected = torch.arange(self.start, self.start + self.tokens, dtype=self.position_ids.dtype)
+        rows = self.attention_mask.shape[0]
+        return (tuple(self.position_ids.shape) == (rows, self.tokens)
+                and self.attention_mask.shape[1] == self.start + self.tokens and bool(self.attention_mask.all())
+                and bool((self.position_ids == expected).all()))
 
 
 class BoundaryLog:
