@@ -11,6 +11,9 @@ locally with transformers, and times them in rounds, rotating their order:
 - the same decoding through a pipe floor (`devtools.bench.pipe_floor`): the same block
   ranges in worker processes joined by OS pipes, no gRPC -- what any split of the model
   over processes costs on this machine, i.e. the best a swarm could do here;
+- and through a gRPC floor (`devtools.bench.grpc_floor`): those workers joined by gRPC
+  aio streams as the servers are, with none of the swarm's own work -- what gRPC itself
+  adds to the pipes, so that the swarm's messaging splits into gRPC's part and ours;
 - a batch forward of 1 x 128 tokens through `model.layers` (stateless Forward calls)
   vs. the local model's forward, for information.
 
@@ -35,6 +38,7 @@ from typing import Any
 import torch
 
 from devtools.bench.common import WORKDIR_ENV, chat_ids, progress, quiet_logging
+from devtools.bench.grpc_floor import GrpcFloor
 from devtools.bench.pipe_floor import PipeFloor
 from devtools.bench.stats import Comparison, format_table, per_token, rotating_order
 from devtools.bench.workloads import Contender, Decoder, LocalReference, SwarmContender
@@ -83,7 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def messaging_per_server(swarm: Comparison, floor: Comparison, servers: int) -> list[float]:
     """Per round: (swarm - floor seconds per token) / servers, what the swarm's messaging adds
-    per server over the pipe floor (both timed in the same round)."""
+    per server over the pipe floor (both timed in the same round). The same with the gRPC
+    floor for `swarm` splits it: gRPC's part (gRPC floor over the pipe floor) and ours."""
     return [(s - f) / servers for s, f in zip(swarm.a, floor.a)]
 
 
@@ -121,6 +126,7 @@ def measure(contenders: dict[str, Decoder], forwarders: dict[str, Contender], ar
             versus("per-token latency (decode)", "swarm", decode),
             versus("  unchained (client relays)", "unchained", decode),
             versus("  floor: pipes, no swarm", "floor", decode),
+            versus("  floor: gRPC streams, no swarm", "grpc", decode),
             versus(f"prefill ({prompt_ids.shape[1]} tokens)", "swarm", prefill),
             versus(f"batch forward 1x{args.forward_tokens}", "swarm", forward),
         ],
@@ -132,10 +138,13 @@ def measure(contenders: dict[str, Decoder], forwarders: dict[str, Contender], ar
 
 def report(result: dict[str, Any], args: argparse.Namespace, route: str, prompt_tokens: int) -> str:
     rows: list[Comparison] = result["rows"]
-    swarm, floor = rows[0], rows[2]
+    swarm, floor, grpc_floor = rows[0], rows[2], rows[3]
     overhead, split = swarm.median_a - swarm.median_b, floor.median_a - floor.median_b
-    per_server = messaging_per_server(swarm, floor, len(args.blocks))
+    servers = len(args.blocks)
+    per_server = messaging_per_server(swarm, floor, servers)
     median_ms = statistics.median(per_server) * 1e3
+    grpc_part = [x * 1e3 for x in messaging_per_server(grpc_floor, floor, servers)]
+    ours = [x * 1e3 for x in messaging_per_server(swarm, grpc_floor, servers)]
     lines = [
         f"swarm-llm bench local: {Path(args.model_path).name}, float32, batch 1, greedy, "
         f"{args.tokens} decode steps after a {prompt_tokens}-token chat prompt; {args.rounds} rounds, "
@@ -149,6 +158,8 @@ def report(result: dict[str, Any], args: argparse.Namespace, route: str, prompt_
         f"servers' step code with no gRPC, asyncio or checks: what splitting the model over processes "
         f"costs on this machine, whatever the protocol; servers' and workers' environment: "
         f"{' '.join(f'{k}={v}' for k, v in args.server_env_map.items())}",
+        "gRPC floor: those workers joined by gRPC aio streams (raw frames, uvloop, steps on the event loop, "
+        "the client on a background loop as the swarm's), none of the swarm's own work",
         "",
         format_table(rows, "swarm", "local", TARGET_RATIO, rows[0].name),
         "",
@@ -160,6 +171,10 @@ def report(result: dict[str, Any], args: argparse.Namespace, route: str, prompt_
         f"messaging per server (swarm - floor) / {len(args.blocks)}: median over rounds {median_ms:.2f} ms "
         f"(rounds {', '.join(f'{x * 1e3:.2f}' for x in per_server)})   target <= {TARGET_MESSAGING_MS} ms: "
         f"{'met' if median_ms <= TARGET_MESSAGING_MS else 'NOT met'}",
+        f"  of which gRPC itself (gRPC floor - floor) / {servers}: median {statistics.median(grpc_part):.2f} ms "
+        f"(rounds {', '.join(f'{x:.2f}' for x in grpc_part)})",
+        f"  and the swarm's own work (swarm - gRPC floor) / {servers}: median {statistics.median(ours):.2f} ms "
+        f"(rounds {', '.join(f'{x:.2f}' for x in ours)})",
     ]
     return "\n".join(lines)
 
@@ -167,11 +182,15 @@ def report(result: dict[str, Any], args: argparse.Namespace, route: str, prompt_
 def as_json(result: dict[str, Any], args: argparse.Namespace, route: str) -> str:
     rows: list[Comparison] = result["rows"]
     per_server = messaging_per_server(rows[0], rows[2], len(args.blocks))
+    grpc_part = messaging_per_server(rows[3], rows[2], len(args.blocks))
+    ours = messaging_per_server(rows[0], rows[3], len(args.blocks))
     return json.dumps({
         "model": Path(args.model_path).name, "tokens": args.tokens, "rounds": args.rounds,
         "route": route, "target_ratio": TARGET_RATIO, "same_tokens": result["same_tokens"],
         "wire_compression": args.wire_compression_used, "messaging_per_server_s": per_server,
         "messaging_per_server_median_s": statistics.median(per_server),
+        "grpc_per_server_s": grpc_part, "grpc_per_server_median_s": statistics.median(grpc_part),
+        "swarm_own_per_server_s": ours, "swarm_own_per_server_median_s": statistics.median(ours),
         "logits_max_diff": result["logits_max_diff"], "load_average": os.getloadavg()[0],
         "rows": [{**asdict(r), "median_swarm_s": r.median_a, "median_local_s": r.median_b,
                   "ratio": r.ratio, "paired_ratio": r.paired_ratio} for r in rows],
@@ -197,14 +216,17 @@ def run_bench(args: argparse.Namespace, peers: list[str]) -> None:
     unchained = AutoDistributedModelForCausalLM.from_pretrained(args.model_path, peers, config=unchained_config)
     vocab = int(local.model.config.vocab_size)
     forward_ids = torch.randint(0, vocab, (1, args.forward_tokens), generator=torch.Generator().manual_seed(0))
-    progress(f"starting the pipe floor: {len(args.blocks)} worker processes")
+    progress(f"starting the pipe floor and the gRPC floor: {len(args.blocks)} worker processes each")
     floor = PipeFloor(args.model_path, args.blocks, shared_cpu_env(args.server_env_map), head=chained.head)
+    grpc_floor = GrpcFloor(args.model_path, args.blocks, shared_cpu_env(args.server_env_map), head=chained.head)
     try:
         swarm = SwarmContender(chained)
-        result = measure({"swarm": swarm, "unchained": SwarmContender(unchained), "floor": floor, "local": local},
+        result = measure({"swarm": swarm, "unchained": SwarmContender(unchained), "floor": floor,
+                          "grpc": grpc_floor, "local": local},
                          {"swarm": swarm, "local": local}, args, prompt_ids, forward_ids)
     finally:
         floor.close()
+        grpc_floor.close()
         chained.close()
         unchained.close()
     if args.json:

@@ -24,7 +24,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -40,9 +40,23 @@ _HEADER = struct.Struct("<iii")
 """start position, tokens, hidden size (batch is always 1)."""
 
 
-def write_hidden(stream: IO[bytes], start: int, hidden: torch.Tensor) -> None:
+def pack_hidden(start: int, hidden: torch.Tensor) -> bytes:
+    """One frame: the header, then [1, tokens, hidden] as raw float32 bytes."""
     data = hidden.detach().to(torch.float32).contiguous().numpy().tobytes()
-    stream.write(_HEADER.pack(start, hidden.shape[1], hidden.shape[2]) + data)
+    return _HEADER.pack(start, hidden.shape[1], hidden.shape[2]) + data
+
+
+def unpack_hidden(frame: bytes) -> tuple[int, torch.Tensor]:
+    """(start, [1, tokens, hidden]) of a whole frame."""
+    start, tokens, hidden = _HEADER.unpack_from(frame)
+    if len(frame) != _HEADER.size + tokens * hidden * 4:
+        raise EOFError(f"frame of {len(frame)} bytes does not hold {tokens} x {hidden} floats")
+    data = bytearray(frame[_HEADER.size:])
+    return start, torch.frombuffer(data, dtype=torch.float32).view(1, tokens, hidden)
+
+
+def write_hidden(stream: IO[bytes], start: int, hidden: torch.Tensor) -> None:
+    stream.write(pack_hidden(start, hidden))
     stream.flush()
 
 
@@ -57,6 +71,28 @@ def read_hidden(stream: IO[bytes]) -> tuple[int, torch.Tensor] | None:
     if len(data) < size:
         raise EOFError(f"pipe closed inside a message ({len(data)} of {size} bytes)")
     return start, torch.frombuffer(bytearray(data), dtype=torch.float32).view(1, tokens, hidden)
+
+
+def decode_through(head: ClientHead, through: Callable[[int, torch.Tensor], torch.Tensor],
+                   prompt_ids: torch.Tensor, steps: int) -> DecodeRun:
+    """Greedy decoding, timed like the other contenders, with `through(start, hidden)`
+    running hidden states through a floor's workers."""
+    position = prompt_ids.shape[1]
+    times: list[float] = []
+    with torch.inference_mode():
+        began = time.perf_counter()
+        hidden = through(0, head.embed(prompt_ids))
+        token = head.logits(hidden[:, -1]).argmax(-1, keepdim=True)
+        prefill = time.perf_counter() - began
+        tokens = [int(token)]
+        for _ in range(steps):
+            began = time.perf_counter()
+            hidden = through(position, head.embed(token))
+            token = head.logits(hidden[:, -1]).argmax(-1, keepdim=True)
+            times.append(time.perf_counter() - began)
+            tokens.append(int(token))
+            position += 1
+    return DecodeRun(tuple(tokens), prefill, tuple(times))
 
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -99,22 +135,7 @@ class PipeFloor:
         return answer[1]
 
     def decode(self, prompt_ids: torch.Tensor, steps: int) -> DecodeRun:
-        head, position = self.head, prompt_ids.shape[1]
-        times: list[float] = []
-        with torch.inference_mode():
-            began = time.perf_counter()
-            hidden = self._through(0, head.embed(prompt_ids))
-            token = head.logits(hidden[:, -1]).argmax(-1, keepdim=True)
-            prefill = time.perf_counter() - began
-            tokens = [int(token)]
-            for _ in range(steps):
-                began = time.perf_counter()
-                hidden = self._through(position, head.embed(token))
-                token = head.logits(hidden[:, -1]).argmax(-1, keepdim=True)
-                times.append(time.perf_counter() - began)
-                tokens.append(int(token))
-                position += 1
-        return DecodeRun(tuple(tokens), prefill, tuple(times))
+        return decode_through(self.head, self._through, prompt_ids, steps)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

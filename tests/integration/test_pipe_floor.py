@@ -1,4 +1,4 @@
-"""The bench's pipe floor: real worker processes joined by pipes compute the real model."""
+"""The bench's floors: real worker processes joined by pipes, or by gRPC streams, compute the real model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from devtools.bench.pipe_floor import PipeFloor, read_hidden, write_hidden
+from devtools.bench.grpc_floor import GrpcFloor
+from devtools.bench.pipe_floor import PipeFloor, read_hidden, unpack_hidden, write_hidden
 from devtools.bench.workloads import LocalReference
 from devtools.launcher import shared_cpu_env
 from swarm.records import BlockRange
@@ -28,14 +29,18 @@ def test_frames_round_trip_and_a_cut_frame_is_an_error() -> None:
     assert read_hidden(stream) is None
     with pytest.raises(EOFError, match="inside a message"):
         read_hidden(io.BytesIO(stream.getvalue()[:20]))
+    with pytest.raises(EOFError, match="does not hold"):  # a gRPC floor frame is whole or an error
+        unpack_hidden(stream.getvalue()[:20])
 
 
-def test_pipe_chain_decodes_exactly_like_the_local_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize("floor_type", [PipeFloor, GrpcFloor])
+def test_a_floor_decodes_exactly_like_the_local_model(tmp_path: Path, floor_type: type[PipeFloor | GrpcFloor]
+                                                      ) -> None:
     path = str(save_checkpoint("llama", tmp_path / "llama", layers=4))
     prompt = torch.randint(0, 100, (1, 7), generator=torch.Generator().manual_seed(1))
     expected = LocalReference(path).decode(prompt, 8)
     spans = [BlockRange(0, 1), BlockRange(1, 3), BlockRange(3, 4)]
-    floor = PipeFloor(path, spans, shared_cpu_env({"OMP_NUM_THREADS": "1"}))
+    floor = floor_type(path, spans, shared_cpu_env({"OMP_NUM_THREADS": "1"}))
     try:
         first = floor.decode(prompt, 8)
         again = floor.decode(prompt, 8)  # a new sequence starts a fresh cache in every worker
