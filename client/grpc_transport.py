@@ -13,6 +13,7 @@ peer's address, never as `grpc.aio.AioRpcError`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Awaitable
 from dataclasses import replace
@@ -33,7 +34,9 @@ from swarm.protocol import (
     InferenceClosed,
     InferenceOpen,
     InferenceOpened,
+    InferenceResponse,
     InferenceResult,
+    InferenceResults,
     InferenceStep,
     ServerInfo,
 )
@@ -61,6 +64,8 @@ class GrpcInferenceStream:
         self._limits = limits
         self.compression = Compression.NONE
         """How this session's steps send hidden states (the open's compression)."""
+        self._unread: collections.deque[InferenceResult] = collections.deque()
+        """The rest of a batch of results (`InferenceResults`), handed out one at a time."""
 
     @classmethod
     async def open(
@@ -100,17 +105,27 @@ class GrpcInferenceStream:
             except asyncio.InvalidStateError:
                 raise await self._ended(what, timeout) from None
 
+    async def _reply(self, what: str, timeout: float | None) -> InferenceResponse:
+        """The next answer on the stream; a batch of results comes out one result at a time."""
+        if self._unread:
+            return self._unread.popleft()
+        with rpc_errors(self.address, what):
+            read = self._call.read()
+            message = await (read if timeout is None else _timed(read, max(timeout, 0.0)))
+            if message is grpc.aio.EOF:
+                raise await self._ended(what, 10.0 if timeout is None else timeout)
+            reply = messages.decode_inference_response(message, self._limits)
+        if isinstance(reply, InferenceResults):
+            self._unread.extend(reply.results[1:])
+            return reply.results[0]
+        return reply
+
     async def receive(self, step_id: int, timeout: float) -> InferenceResult:
         """The result of step `step_id` (sent by us or pushed by the previous server)."""
         what = f"step {step_id}"
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            with rpc_errors(self.address, what):
-                left = deadline - asyncio.get_running_loop().time()
-                message = await _timed(self._call.read(), max(left, 0.0))
-                if message is grpc.aio.EOF:
-                    raise await self._ended(what, timeout)
-                reply = messages.decode_inference_response(message, self._limits)
+            reply = await self._reply(what, deadline - asyncio.get_running_loop().time())
             # a step pushed twice (its first pusher died after pushing and was replaced)
             # is answered twice: skip the stale copy
             if not (isinstance(reply, InferenceResult) and reply.step_id < step_id):
@@ -121,12 +136,7 @@ class GrpcInferenceStream:
 
     async def next_result(self) -> InferenceResult:
         """The next result on the stream, whatever its step (no timeout: readers wait)."""
-        what = "next result"
-        with rpc_errors(self.address, what):
-            message = await self._call.read()
-            if message is grpc.aio.EOF:
-                raise await self._ended(what, 10.0)
-            reply = messages.decode_inference_response(message, self._limits)
+        reply = await self._reply("next result", None)
         if not isinstance(reply, InferenceResult):
             raise PeerUnavailable(f"{self.address} sent {type(reply).__name__} instead of a result",
                                   peer=self.address)

@@ -35,7 +35,7 @@ from client.verification import BadOutput, VerificationStats, check_finite
 from client.verifier import Verifier
 from swarm.errors import InvalidInput, PeerTimedOut, SessionStateError, SwarmError
 from swarm.finite import all_finite
-from swarm.protocol import MAX_STEP_HOPS, InferenceResult, InferenceStep
+from swarm.protocol import MAX_DEFERRED_TOKENS, MAX_STEP_HOPS, InferenceResult, InferenceStep
 from swarm.records import BlockRange
 from swarm.tuning import Tuning
 
@@ -120,6 +120,8 @@ class RemoteInferenceSession:
         """One step on the servers: `hidden` appended at `start` (dropping what came after)."""
         tokens = hidden.shape[1]
         state = StepState(next(self._step_ids), StepMeta(start, tokens, position_ids, attention_mask))
+        # decided before sending: a step to check is sent without defer_copy (its copies are needed now)
+        state.verify = self._verifier.wanted(state.meta)
         # a server that failed after its last answer is replaced during this step
         state.failed = {s: e for s, e in self._leftover_failures.items() if s in self.segments}
         self._history.begin_step(state.step_id, state.meta)
@@ -213,8 +215,9 @@ class RemoteInferenceSession:
     async def _verify(self, state: StepState) -> None:
         """Spot-checks the finished step; an outvoted server is failed over and the step redone
         from its segment on."""
-        if state.result is None or not self._verifier.wanted(state.meta):
+        if state.result is None or not state.verify:
             return
+        state.verify = False  # (a step redone after an outvoted server is not checked again)
         await self._await_copies(state)
         liar = await self._verifier.check(self.segments, state.done, state.meta, state.result, self.session_id)
         if liar is None:
@@ -249,8 +252,12 @@ class RemoteInferenceSession:
         index = self.segments.index(segment)
         window_end = (index // PUSH_WINDOW + 1) * PUSH_WINDOW
         onward = tuple(s.hop for s in self.segments[index + 1 : window_end]) if self._chained else ()
+        # middle servers may hold their copies and send them batched: each copy is a message
+        # the client reads and checks, and nothing needs it before a failover, a NaN or a
+        # silent server (each of which waits for copies anyway; servers send them after 0.2 s)
+        defer = bool(onward) and not state.verify and self.batch_size * meta.tokens <= MAX_DEFERRED_TOKENS
         step = InferenceStep(state.step_id, self._history.step_input(segment.blocks.start, meta),
-                             meta.start, *meta.wire_masks, onward)
+                             meta.start, *meta.wire_masks, onward, defer_copy=defer)
         try:
             await segment.stream.send(step, self.client.config.step_timeout)
         except SwarmError as error:

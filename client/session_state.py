@@ -137,3 +137,5 @@ class StepState:
     """The last segment's output, once it came."""
     recoveries: int = 0
     """Failovers this step did so far (bounded by max_retries)."""
+    verify: bool = False
+    """The step is to be spot-checked (`client.verifier`): its copies are not deferred."""

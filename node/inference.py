@@ -46,7 +46,10 @@ from swarm.protocol import (
     InferenceOpened,
     InferenceRequest,
     InferenceResponse,
+    MAX_DEFERRED_TOKENS,
+    MAX_RESULTS_BATCH,
     InferenceResult,
+    InferenceResults,
     InferenceStep,
     PushedStep,
 )
@@ -56,7 +59,20 @@ logger = logging.getLogger(__name__)
 INBOX_SIZE = 16
 """Steps a session may have queued; a chained client never has more than a few."""
 
+COPY_HOLD_S = 0.2
+"""How long a held copy (`defer_copy`) waits for more steps before it is sent anyway: far
+below any step timeout, so a client waiting on a copy (a failover's replay, a NaN's origin,
+a silent server's blame) gets it in time."""
+
 _Item = InferenceRequest | SwarmError | None  # None: the client's stream ended
+
+
+def _may_hold(step: InferenceStep, result: InferenceResult) -> bool:
+    """Whether the copy of a step's output may wait (`defer_copy`): the step went on by a
+    push (its next server has it), and it is decode-sized (what is held stays small)."""
+    hidden = step.hidden_states
+    return (step.defer_copy and bool(step.next_hops) and not result.push_failed
+            and hidden.shape[0] * hidden.shape[1] <= MAX_DEFERRED_TOKENS)
 
 
 @dataclass(eq=False)
@@ -220,11 +236,16 @@ class InferenceSessions:
                      lease: Lease) -> AsyncGenerator[InferenceResponse, None]:
         cache = self.backend.new_cache(open_.blocks)
         epoch = self._epoch
+        held: list[InferenceResult] = []  # copies held back for defer_copy, in step order
         while True:
             try:  # a timeout scope, not wait_for: no task per step, no wake-up when an item is waiting
-                async with asyncio.timeout(self.config.session_idle_timeout):
+                async with asyncio.timeout(COPY_HOLD_S if held else self.config.session_idle_timeout):
                     item = await inbox.get()
             except TimeoutError:
+                if held:  # no step for a while: the client gets what it may be waiting for
+                    yield InferenceResults(tuple(held))
+                    held.clear()
+                    continue
                 raise SessionTimeout(
                     f"session idle for more than {self.config.session_idle_timeout:g} s; closed"
                 ) from None
@@ -243,7 +264,17 @@ class InferenceSessions:
             lease.busy()
             result = await self._step(open_, item, cache, pusher_key)
             lease.idle()
-            yield result
+            if _may_hold(item, result):
+                held.append(result)
+                if len(held) < MAX_RESULTS_BATCH:
+                    continue
+            elif held:
+                held.append(result)  # (one message, in step order)
+            else:
+                yield result
+                continue
+            yield InferenceResults(tuple(held))
+            held.clear()
 
     async def _step(self, open_: InferenceOpen, step: InferenceStep, cache: SessionCache, pusher_key: str
                     ) -> InferenceResult:
@@ -256,7 +287,7 @@ class InferenceSessions:
         if step.next_hops:  # first: the next server waits for it (the counters can wait)
             hop, rest = step.next_hops[0], step.next_hops[1:]
             onward = InferenceStep(step.step_id, out, step.start_position, step.position_ids,
-                                   step.attention_mask, rest)
+                                   step.attention_mask, rest, step.defer_copy)
             pushed = PushedStep(hop.session_id, onward, hop.capability, compression=open_.compression)
             push_failed = not await self.pusher.push(pusher_key, hop.address, pushed)
             if push_failed:

@@ -17,6 +17,10 @@ from swarm.tuning import Tuning
 
 MAX_STEP_HOPS = 8
 """Longest chain a step may carry: bounds what one step can make servers compute."""
+MAX_RESULTS_BATCH = 8
+"""Most results in one `InferenceResults`: the copies a server holds for `defer_copy`."""
+MAX_DEFERRED_TOKENS = 16
+"""Largest step (batch x tokens) whose copy a server may hold back (a decode or draft step)."""
 
 
 class Compression(enum.Enum):
@@ -73,6 +77,9 @@ class InferenceStep:
     attention_mask: torch.Tensor | None = None
     next_hops: tuple[NextHop, ...] = ()
     """The rest of the chain after the receiving server (empty: no push)."""
+    defer_copy: bool = False
+    """A server that pushes the step on may send its copy of the output later, batched
+    (`InferenceResults`); for steps of at most MAX_DEFERRED_TOKENS tokens (batch x tokens)."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,14 @@ class InferenceClosed:
     """The session is closed; the stream ends."""
 
 
-InferenceResponse = InferenceOpened | InferenceResult | InferenceClosed
+@dataclass(frozen=True)
+class InferenceResults:
+    """Several steps' results in step order: copies a server held for `defer_copy`."""
+
+    results: tuple[InferenceResult, ...]
+
+
+InferenceResponse = InferenceOpened | InferenceResult | InferenceResults | InferenceClosed
 
 
 @dataclass(frozen=True)

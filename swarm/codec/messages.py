@@ -34,7 +34,8 @@ from swarm.codec.tensors import (
 )
 from swarm.codec.tuning import tuning_from_wire, tuning_to_wire
 from swarm.errors import CodecError
-from swarm.protocol import (  # MAX_STEP_HOPS: the codec enforces it
+from swarm.protocol import (  # MAX_STEP_HOPS, MAX_RESULTS_BATCH: the codec enforces them
+    MAX_RESULTS_BATCH,
     MAX_STEP_HOPS,
     Compression,
     InferenceClose,
@@ -44,6 +45,7 @@ from swarm.protocol import (  # MAX_STEP_HOPS: the codec enforces it
     InferenceRequest,
     InferenceResponse,
     InferenceResult,
+    InferenceResults,
     InferenceStep,
     NextHop,
     PushedStep,
@@ -91,6 +93,7 @@ def _encode_step(request: InferenceStep, compression: Compression) -> pb.Inferen
         start_position=request.start_position,
         next_hops=[pb.NextHop(address=h.address, session_id=h.session_id, capability=h.capability)
                    for h in request.next_hops],
+        defer_copy=request.defer_copy,
     )
     if request.position_ids is not None:
         step.position_ids.CopyFrom(encode_tensor(request.position_ids))
@@ -116,6 +119,7 @@ def _decode_step(s: pb.InferenceStep, limits: TensorLimits) -> InferenceStep:
         position_ids=decode_tensor(s.position_ids, limits) if s.HasField("position_ids") else None,
         attention_mask=decode_tensor(s.attention_mask, limits) if s.HasField("attention_mask") else None,
         next_hops=tuple(NextHop(h.address, h.session_id, h.capability) for h in s.next_hops),
+        defer_copy=s.defer_copy,
     )
 
 
@@ -160,14 +164,26 @@ def encode_inference_response(response: InferenceResponse) -> pb.InferenceRespon
             )
         )
     if isinstance(response, InferenceResult):
-        return pb.InferenceResponse(
-            result=pb.InferenceResult(
-                step_id=response.step_id,
-                hidden_states=encode_tensor(response.hidden_states, response.compression),
-                push_failed=response.push_failed,
-            )
-        )
+        return pb.InferenceResponse(result=_encode_result(response))
+    if isinstance(response, InferenceResults):
+        if not 0 < len(response.results) <= MAX_RESULTS_BATCH:
+            raise ValueError(f"a batch holds 1..{MAX_RESULTS_BATCH} results, not {len(response.results)}")
+        return pb.InferenceResponse(results=pb.InferenceResults(results=[_encode_result(r) for r in response.results]))
     return pb.InferenceResponse(closed=pb.InferenceClosed())
+
+
+def _encode_result(result: InferenceResult) -> pb.InferenceResult:
+    return pb.InferenceResult(step_id=result.step_id, push_failed=result.push_failed,
+                              hidden_states=encode_tensor(result.hidden_states, result.compression))
+
+
+def _decode_result(result: pb.InferenceResult, limits: TensorLimits) -> InferenceResult:
+    return InferenceResult(
+        step_id=result.step_id,
+        hidden_states=decode_tensor(result.hidden_states, limits),
+        push_failed=result.push_failed,
+        compression=compression_from_wire(result.hidden_states.compression),
+    )
 
 
 def decode_inference_response(
@@ -180,12 +196,12 @@ def decode_inference_response(
             reserved_cache_tokens=message.opened.reserved_cache_tokens,
         )
     if kind == "result":
-        return InferenceResult(
-            step_id=message.result.step_id,
-            hidden_states=decode_tensor(message.result.hidden_states, limits),
-            push_failed=message.result.push_failed,
-            compression=compression_from_wire(message.result.hidden_states.compression),
-        )
+        return _decode_result(message.result, limits)
+    if kind == "results":
+        batch = message.results.results
+        if not 0 < len(batch) <= MAX_RESULTS_BATCH:
+            raise CodecError(f"a results message holds 1..{MAX_RESULTS_BATCH} results, got {len(batch)}")
+        return InferenceResults(tuple(_decode_result(r, limits) for r in batch))
     if kind == "closed":
         return InferenceClosed()
     raise CodecError("inference response carries no message")

@@ -26,7 +26,7 @@ from swarm.v1 import tensor_pb2 as swarm_dot_v1_dot_tensor__pb2
 from swarm.v1 import record_pb2 as swarm_dot_v1_dot_record__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cswarm/v1/block_service.proto\x12\x08swarm.v1\x1a\x15swarm/v1/tensor.proto\x1a\x15swarm/v1/record.proto\"\x9a\x01\n\x10InferenceRequest\x12\'\n\x04open\x18\x01 \x01(\x0b\x32\x17.swarm.v1.InferenceOpenH\x00\x12\'\n\x04step\x18\x02 \x01(\x0b\x32\x17.swarm.v1.InferenceStepH\x00\x12)\n\x05\x63lose\x18\x03 \x01(\x0b\x32\x18.swarm.v1.InferenceCloseH\x00\x42\t\n\x07message\"\x8d\x02\n\rInferenceOpen\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x06\x62locks\x18\x02 \x01(\x0b\x32\x14.swarm.v1.BlockRange\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\x12\n\nmax_length\x18\x04 \x01(\r\x12\x1e\n\x05\x64type\x18\x05 \x01(\x0e\x32\x0f.swarm.v1.DType\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x17\n\x0fpush_capability\x18\x07 \x01(\t\x12&\n\x06tuning\x18\x08 \x01(\x0b\x32\x16.swarm.v1.TuningHeader\x12*\n\x0b\x63ompression\x18\n \x01(\x0e\x32\x15.swarm.v1.Compression\"B\n\x07NextHop\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x12\n\ncapability\x18\x03 \x01(\t\"\xd9\x01\n\rInferenceStep\x12\x0f\n\x07step_id\x18\x01 \x01(\x04\x12\'\n\rhidden_states\x18\x02 \x01(\x0b\x32\x10.swarm.v1.Tensor\x12\x16\n\x0estart_position\x18\x03 \x01(\r\x12&\n\x0cposition_ids\x18\x04 \x01(\x0b\x32\x10.swarm.v1.Tensor\x12(\n\x0e\x61ttention_mask\x18\x05 \x01(\x0b\x32\x10.swarm.v1.Tensor\x12$\n\tnext_hops\x18\x06 \x03(\x0b\x32\x11.swarm.v1.NextHop\"\x10\n\x0eInferenceClose\"\xa5\x01\n\x11InferenceResponse\x12+\n\x06opened\x18\x01 \x01(\x0b\x32\x19.swarm.v1.InferenceOpenedH\x00\x12+\n\x06result\x18\x02 \x01(\x0b\x32\x19.swarm.v1.InferenceResultH\x00\x12+\n\x06\x63losed\x18\x03 \x01(\x0b\x32\x19.swarm.v1.InferenceClosedH\x00\x42\t\n\x07message\"C\n\x0fInferenceOpened\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x1d\n\x15reserved_cache_tokens\x18\x02 \x01(\x04\"`\n\x0fInferenceResult\x12\x0f\n\x07step_id\x18\x01 \x01(\x04\x12\'\n\rhidden_states\x18\x02 \x01(\x0b\x32\x10.swarm.v1.Tensor\x12\x13\n\x0bpush_failed\x18\x03 \x01(\x08\"\x11\n\x0fInferenceClosed\"\xca\x01\n\x0b\x46orwardOpen\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x06\x62locks\x18\x02 \x01(\x0b\x32\x14.swarm.v1.BlockRange\x12!\n\x07tensors\x18\x03 \x03(\x0b\x32\x10.swarm.v1.Tensor\x12&\n\x06tuning\x18\x04 \x01(\x0b\x32\x16.swarm.v1.TuningHeader\x12*\n\x0b\x63ompression\x18\n \x01(\x0e\x32\x15.swarm.v1.Compression\x12\x0f\n\x07pass_id\x18\x0f \x01(\t\"9\n\nTuningSlot\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x0c\n\x04kind\x18\x02 \x01(\r\x12\x0e\n\x06target\x18\x03 \x01(\t\"\xa1\x01\n\x0cTuningHeader\x12#\n\x05slots\x18\x01 \x03(\x0b\x32\x14.swarm.v1.TuningSlot\x12!\n\x07tensors\x18\x02 \x03(\x0b\x32\x10.swarm.v1.Tensor\x12\x12\n\nlora_scale\x18\x03 \x01(\x02\x12\x0f\n\x07\x61\x64\x61pter\x18\x04 \x01(\t\x12\x0e\n\x06\x64igest\x18\x05 \x01(\x0c\x12\x14\n\x0c\x62y_reference\x18\x06 \x01(\x08\"S\n\x0e\x46orwardRequest\x12%\n\x04open\x18\x01 \x01(\x0b\x32\x15.swarm.v1.ForwardOpenH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07message\"7\n\x12TensorStreamHeader\x12!\n\x07tensors\x18\x01 \x03(\x0b\x32\x10.swarm.v1.Tensor\"]\n\x0f\x46orwardResponse\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.swarm.v1.TensorStreamHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07message\"T\n\x0f\x42\x61\x63kwardRequest\x12%\n\x04open\x18\x01 \x01(\x0b\x32\x15.swarm.v1.ForwardOpenH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07message\"^\n\x10\x42\x61\x63kwardResponse\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.swarm.v1.TensorStreamHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07message\"\\\n\x0bPushRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12%\n\x04step\x18\x02 \x01(\x0b\x32\x17.swarm.v1.InferenceStep\x12\x12\n\ncapability\x18\x03 \x01(\t\"\x0e\n\x0cPushResponse\"\x1f\n\x0cProbeRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\'\n\rProbeResponse\x12\x16\n\x0ereceived_bytes\x18\x01 \x01(\x04\"\r\n\x0bInfoRequest\"i\n\x0cInfoResponse\x12%\n\x06record\x18\x01 \x01(\x0b\x32\x15.swarm.v1.SignedEntry\x12\x17\n\x0f\x61\x63tive_sessions\x18\x02 \x01(\r\x12\x19\n\x11\x66ree_cache_tokens\x18\x03 \x01(\x04\x32\xca\x03\n\x0c\x42lockService\x12H\n\tInference\x12\x1a.swarm.v1.InferenceRequest\x1a\x1b.swarm.v1.InferenceResponse(\x01\x30\x01\x12\x42\n\x07\x46orward\x12\x18.swarm.v1.ForwardRequest\x1a\x19.swarm.v1.ForwardResponse(\x01\x30\x01\x12\x45\n\x08\x42\x61\x63kward\x12\x19.swarm.v1.BackwardRequest\x1a\x1a.swarm.v1.BackwardResponse(\x01\x30\x01\x12\x35\n\x04Info\x12\x15.swarm.v1.InfoRequest\x1a\x16.swarm.v1.InfoResponse\x12\x35\n\x04Push\x12\x15.swarm.v1.PushRequest\x1a\x16.swarm.v1.PushResponse\x12=\n\nPushStream\x12\x15.swarm.v1.PushRequest\x1a\x16.swarm.v1.PushResponse(\x01\x12\x38\n\x05Probe\x12\x16.swarm.v1.ProbeRequest\x1a\x17.swarm.v1.ProbeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cswarm/v1/block_service.proto\x12\x08swarm.v1\x1a\x15swarm/v1/tensor.proto\x1a\x15swarm/v1/record.proto\"\x9a\x01\n\x10InferenceRequest\x12\'\n\x04open\x18\x01 \x01(\x0b\x32\x17.swarm.v1.InferenceOpenH\x00\x12\'\n\x04step\x18\x02 \x01(\x0b\x32\x17.swarm.v1.InferenceStepH\x00\x12)\n\x05\x63lose\x18\x03 \x01(\x0b\x32\x18.swarm.v1.InferenceCloseH\x00\x42\t\n\x07message\"\x8d\x02\n\rInferenceOpen\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x06\x62locks\x18\x02 \x01(\x0b\x32\x14.swarm.v1.BlockRange\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\x12\n\nmax_length\x18\x04 \x01(\r\x12\x1e\n\x05\x64type\x18\x05 \x01(\x0e\x32\x0f.swarm.v1.DType\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x17\n\x0fpush_capability\x18\x07 \x01(\t\x12&\n\x06tuning\x18\x08 \x01(\x0b\x32\x16.swarm.v1.TuningHeader\x12*\n\x0b\x63ompression\x18\n \x01(\x0e\x32\x15.swarm.v1.Compression\"B\n\x07NextHop\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x12\n\ncapability\x18\x03 \x01(\t\"\xed\x01\n\rInferenceStep\x12\x0f\n\x07step_id\x18\x01 \x01(\x04\x12\'\n\rhidden_states\x18\x02 \x01(\x0b\x32\x10.swarm.v1.Tensor\x12\x16\n\x0estart_position\x18\x03 \x01(\r\x12&\n\x0cposition_ids\x18\x04 \x01(\x0b\x32\x10.swarm.v1.Tensor\x12(\n\x0e\x61ttention_mask\x18\x05 \x01(\x0b\x32\x10.swarm.v1.Tensor\x12$\n\tnext_hops\x18\x06 \x03(\x0b\x32\x11.swarm.v1.NextHop\x12\x12\n\ndefer_copy\x18\x07 \x01(\x08\"\x10\n\x0eInferenceClose\"\xd4\x01\n\x11InferenceResponse\x12+\n\x06opened\x18\x01 \x01(\x0b\x32\x19.swarm.v1.InferenceOpenedH\x00\x12+\n\x06result\x18\x02 \x01(\x0b\x32\x19.swarm.v1.InferenceResultH\x00\x12+\n\x06\x63losed\x18\x03 \x01(\x0b\x32\x19.swarm.v1.InferenceClosedH\x00\x12-\n\x07results\x18\x04 \x01(\x0b\x32\x1a.swarm.v1.InferenceResultsH\x00\x42\t\n\x07message\">\n\x10InferenceResults\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.swarm.v1.InferenceResult\"C\n\x0fInferenceOpened\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x1d\n\x15reserved_cache_tokens\x18\x02 \x01(\x04\"`\n\x0fInferenceResult\x12\x0f\n\x07step_id\x18\x01 \x01(\x04\x12\'\n\rhidden_states\x18\x02 \x01(\x0b\x32\x10.swarm.v1.Tensor\x12\x13\n\x0bpush_failed\x18\x03 \x01(\x08\"\x11\n\x0fInferenceClosed\"\xca\x01\n\x0b\x46orwardOpen\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x06\x62locks\x18\x02 \x01(\x0b\x32\x14.swarm.v1.BlockRange\x12!\n\x07tensors\x18\x03 \x03(\x0b\x32\x10.swarm.v1.Tensor\x12&\n\x06tuning\x18\x04 \x01(\x0b\x32\x16.swarm.v1.TuningHeader\x12*\n\x0b\x63ompression\x18\n \x01(\x0e\x32\x15.swarm.v1.Compression\x12\x0f\n\x07pass_id\x18\x0f \x01(\t\"9\n\nTuningSlot\x12\r\n\x05\x62lock\x18\x01 \x01(\r\x12\x0c\n\x04kind\x18\x02 \x01(\r\x12\x0e\n\x06target\x18\x03 \x01(\t\"\xa1\x01\n\x0cTuningHeader\x12#\n\x05slots\x18\x01 \x03(\x0b\x32\x14.swarm.v1.TuningSlot\x12!\n\x07tensors\x18\x02 \x03(\x0b\x32\x10.swarm.v1.Tensor\x12\x12\n\nlora_scale\x18\x03 \x01(\x02\x12\x0f\n\x07\x61\x64\x61pter\x18\x04 \x01(\t\x12\x0e\n\x06\x64igest\x18\x05 \x01(\x0c\x12\x14\n\x0c\x62y_reference\x18\x06 \x01(\x08\"S\n\x0e\x46orwardRequest\x12%\n\x04open\x18\x01 \x01(\x0b\x32\x15.swarm.v1.ForwardOpenH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07message\"7\n\x12TensorStreamHeader\x12!\n\x07tensors\x18\x01 \x03(\x0b\x32\x10.swarm.v1.Tensor\"]\n\x0f\x46orwardResponse\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.swarm.v1.TensorStreamHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07message\"T\n\x0f\x42\x61\x63kwardRequest\x12%\n\x04open\x18\x01 \x01(\x0b\x32\x15.swarm.v1.ForwardOpenH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07message\"^\n\x10\x42\x61\x63kwardResponse\x12.\n\x06header\x18\x01 \x01(\x0b\x32\x1c.swarm.v1.TensorStreamHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07message\"\\\n\x0bPushRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12%\n\x04step\x18\x02 \x01(\x0b\x32\x17.swarm.v1.InferenceStep\x12\x12\n\ncapability\x18\x03 \x01(\t\"\x0e\n\x0cPushResponse\"\x1f\n\x0cProbeRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\"\'\n\rProbeResponse\x12\x16\n\x0ereceived_bytes\x18\x01 \x01(\x04\"\r\n\x0bInfoRequest\"i\n\x0cInfoResponse\x12%\n\x06record\x18\x01 \x01(\x0b\x32\x15.swarm.v1.SignedEntry\x12\x17\n\x0f\x61\x63tive_sessions\x18\x02 \x01(\r\x12\x19\n\x11\x66ree_cache_tokens\x18\x03 \x01(\x04\x32\xca\x03\n\x0c\x42lockService\x12H\n\tInference\x12\x1a.swarm.v1.InferenceRequest\x1a\x1b.swarm.v1.InferenceResponse(\x01\x30\x01\x12\x42\n\x07\x46orward\x12\x18.swarm.v1.ForwardRequest\x1a\x19.swarm.v1.ForwardResponse(\x01\x30\x01\x12\x45\n\x08\x42\x61\x63kward\x12\x19.swarm.v1.BackwardRequest\x1a\x1a.swarm.v1.BackwardResponse(\x01\x30\x01\x12\x35\n\x04Info\x12\x15.swarm.v1.InfoRequest\x1a\x16.swarm.v1.InfoResponse\x12\x35\n\x04Push\x12\x15.swarm.v1.PushRequest\x1a\x16.swarm.v1.PushResponse\x12=\n\nPushStream\x12\x15.swarm.v1.PushRequest\x1a\x16.swarm.v1.PushResponse(\x01\x12\x38\n\x05Probe\x12\x16.swarm.v1.ProbeRequest\x1a\x17.swarm.v1.ProbeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,45 +40,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NEXTHOP']._serialized_start=517
   _globals['_NEXTHOP']._serialized_end=583
   _globals['_INFERENCESTEP']._serialized_start=586
-  _globals['_INFERENCESTEP']._serialized_end=803
-  _globals['_INFERENCECLOSE']._serialized_start=805
-  _globals['_INFERENCECLOSE']._serialized_end=821
-  _globals['_INFERENCERESPONSE']._serialized_start=824
-  _globals['_INFERENCERESPONSE']._serialized_end=989
-  _globals['_INFERENCEOPENED']._serialized_start=991
-  _globals['_INFERENCEOPENED']._serialized_end=1058
-  _globals['_INFERENCERESULT']._serialized_start=1060
-  _globals['_INFERENCERESULT']._serialized_end=1156
-  _globals['_INFERENCECLOSED']._serialized_start=1158
-  _globals['_INFERENCECLOSED']._serialized_end=1175
-  _globals['_FORWARDOPEN']._serialized_start=1178
-  _globals['_FORWARDOPEN']._serialized_end=1380
-  _globals['_TUNINGSLOT']._serialized_start=1382
-  _globals['_TUNINGSLOT']._serialized_end=1439
-  _globals['_TUNINGHEADER']._serialized_start=1442
-  _globals['_TUNINGHEADER']._serialized_end=1603
-  _globals['_FORWARDREQUEST']._serialized_start=1605
-  _globals['_FORWARDREQUEST']._serialized_end=1688
-  _globals['_TENSORSTREAMHEADER']._serialized_start=1690
-  _globals['_TENSORSTREAMHEADER']._serialized_end=1745
-  _globals['_FORWARDRESPONSE']._serialized_start=1747
-  _globals['_FORWARDRESPONSE']._serialized_end=1840
-  _globals['_BACKWARDREQUEST']._serialized_start=1842
-  _globals['_BACKWARDREQUEST']._serialized_end=1926
-  _globals['_BACKWARDRESPONSE']._serialized_start=1928
-  _globals['_BACKWARDRESPONSE']._serialized_end=2022
-  _globals['_PUSHREQUEST']._serialized_start=2024
-  _globals['_PUSHREQUEST']._serialized_end=2116
-  _globals['_PUSHRESPONSE']._serialized_start=2118
-  _globals['_PUSHRESPONSE']._serialized_end=2132
-  _globals['_PROBEREQUEST']._serialized_start=2134
-  _globals['_PROBEREQUEST']._serialized_end=2165
-  _globals['_PROBERESPONSE']._serialized_start=2167
-  _globals['_PROBERESPONSE']._serialized_end=2206
-  _globals['_INFOREQUEST']._serialized_start=2208
-  _globals['_INFOREQUEST']._serialized_end=2221
-  _globals['_INFORESPONSE']._serialized_start=2223
-  _globals['_INFORESPONSE']._serialized_end=2328
-  _globals['_BLOCKSERVICE']._serialized_start=2331
-  _globals['_BLOCKSERVICE']._serialized_end=2789
+  _globals['_INFERENCESTEP']._serialized_end=823
+  _globals['_INFERENCECLOSE']._serialized_start=825
+  _globals['_INFERENCECLOSE']._serialized_end=841
+  _globals['_INFERENCERESPONSE']._serialized_start=844
+  _globals['_INFERENCERESPONSE']._serialized_end=1056
+  _globals['_INFERENCERESULTS']._serialized_start=1058
+  _globals['_INFERENCERESULTS']._serialized_end=1120
+  _globals['_INFERENCEOPENED']._serialized_start=1122
+  _globals['_INFERENCEOPENED']._serialized_end=1189
+  _globals['_INFERENCERESULT']._serialized_start=1191
+  _globals['_INFERENCERESULT']._serialized_end=1287
+  _globals['_INFERENCECLOSED']._serialized_start=1289
+  _globals['_INFERENCECLOSED']._serialized_end=1306
+  _globals['_FORWARDOPEN']._serialized_start=1309
+  _globals['_FORWARDOPEN']._serialized_end=1511
+  _globals['_TUNINGSLOT']._serialized_start=1513
+  _globals['_TUNINGSLOT']._serialized_end=1570
+  _globals['_TUNINGHEADER']._serialized_start=1573
+  _globals['_TUNINGHEADER']._serialized_end=1734
+  _globals['_FORWARDREQUEST']._serialized_start=1736
+  _globals['_FORWARDREQUEST']._serialized_end=1819
+  _globals['_TENSORSTREAMHEADER']._serialized_start=1821
+  _globals['_TENSORSTREAMHEADER']._serialized_end=1876
+  _globals['_FORWARDRESPONSE']._serialized_start=1878
+  _globals['_FORWARDRESPONSE']._serialized_end=1971
+  _globals['_BACKWARDREQUEST']._serialized_start=1973
+  _globals['_BACKWARDREQUEST']._serialized_end=2057
+  _globals['_BACKWARDRESPONSE']._serialized_start=2059
+  _globals['_BACKWARDRESPONSE']._serialized_end=2153
+  _globals['_PUSHREQUEST']._serialized_start=2155
+  _globals['_PUSHREQUEST']._serialized_end=2247
+  _globals['_PUSHRESPONSE']._serialized_start=2249
+  _globals['_PUSHRESPONSE']._serialized_end=2263
+  _globals['_PROBEREQUEST']._serialized_start=2265
+  _globals['_PROBEREQUEST']._serialized_end=2296
+  _globals['_PROBERESPONSE']._serialized_start=2298
+  _globals['_PROBERESPONSE']._serialized_end=2337
+  _globals['_INFOREQUEST']._serialized_start=2339
+  _globals['_INFOREQUEST']._serialized_end=2352
+  _globals['_INFORESPONSE']._serialized_start=2354
+  _globals['_INFORESPONSE']._serialized_end=2459
+  _globals['_BLOCKSERVICE']._serialized_start=2462
+  _globals['_BLOCKSERVICE']._serialized_end=2920
 # @@protoc_insertion_point(module_scope)

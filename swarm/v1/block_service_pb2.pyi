@@ -51,34 +51,44 @@ class NextHop(_message.Message):
     def __init__(self, address: _Optional[str] = ..., session_id: _Optional[str] = ..., capability: _Optional[str] = ...) -> None: ...
 
 class InferenceStep(_message.Message):
-    __slots__ = ("step_id", "hidden_states", "start_position", "position_ids", "attention_mask", "next_hops")
+    __slots__ = ("step_id", "hidden_states", "start_position", "position_ids", "attention_mask", "next_hops", "defer_copy")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_STATES_FIELD_NUMBER: _ClassVar[int]
     START_POSITION_FIELD_NUMBER: _ClassVar[int]
     POSITION_IDS_FIELD_NUMBER: _ClassVar[int]
     ATTENTION_MASK_FIELD_NUMBER: _ClassVar[int]
     NEXT_HOPS_FIELD_NUMBER: _ClassVar[int]
+    DEFER_COPY_FIELD_NUMBER: _ClassVar[int]
     step_id: int
     hidden_states: _tensor_pb2.Tensor
     start_position: int
     position_ids: _tensor_pb2.Tensor
     attention_mask: _tensor_pb2.Tensor
     next_hops: _containers.RepeatedCompositeFieldContainer[NextHop]
-    def __init__(self, step_id: _Optional[int] = ..., hidden_states: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., start_position: _Optional[int] = ..., position_ids: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., attention_mask: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., next_hops: _Optional[_Iterable[_Union[NextHop, _Mapping]]] = ...) -> None: ...
+    defer_copy: bool
+    def __init__(self, step_id: _Optional[int] = ..., hidden_states: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., start_position: _Optional[int] = ..., position_ids: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., attention_mask: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., next_hops: _Optional[_Iterable[_Union[NextHop, _Mapping]]] = ..., defer_copy: _Optional[bool] = ...) -> None: ...
 
 class InferenceClose(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class InferenceResponse(_message.Message):
-    __slots__ = ("opened", "result", "closed")
+    __slots__ = ("opened", "result", "closed", "results")
     OPENED_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
     opened: InferenceOpened
     result: InferenceResult
     closed: InferenceClosed
-    def __init__(self, opened: _Optional[_Union[InferenceOpened, _Mapping]] = ..., result: _Optional[_Union[InferenceResult, _Mapping]] = ..., closed: _Optional[_Union[InferenceClosed, _Mapping]] = ...) -> None: ...
+    results: InferenceResults
+    def __init__(self, opened: _Optional[_Union[InferenceOpened, _Mapping]] = ..., result: _Optional[_Union[InferenceResult, _Mapping]] = ..., closed: _Optional[_Union[InferenceClosed, _Mapping]] = ..., results: _Optional[_Union[InferenceResults, _Mapping]] = ...) -> None: ...
+
+class InferenceResults(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[InferenceResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[InferenceResult, _Mapping]]] = ...) -> None: ...
 
 class InferenceOpened(_message.Message):
     __slots__ = ("server_id", "reserved_cache_tokens")

@@ -34,6 +34,7 @@ from swarm.errors import (
 from swarm.protocol import (
     ForwardCall,
     InferenceOpen,
+    MAX_RESULTS_BATCH,
     InferenceResult,
     InferenceStep,
     NextHop,
@@ -49,6 +50,10 @@ LATE_S = 0.12
 
 SLOW_COPY_S = 0.02
 """How late a "slow_copy" server's result reaches the client (its push goes at once)."""
+
+HOLD_S = 0.01
+"""How long a copy held for defer_copy waits for more (node.inference: 0.2 s; here below
+the tests' step timeouts, as there below real ones)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,11 @@ class FakeStream:
         self._queue: asyncio.Queue[InferenceResult | SwarmError] = asyncio.Queue()
         self._error: SwarmError | None = None
         self.aborted = False
+        self.held: list[InferenceResult] = []
+        """Copies held for defer_copy (a server that dies loses them)."""
+        self.batches: list[int] = []
+        """Sizes of the batches of held copies sent so far."""
+        self._hold_timer: asyncio.TimerHandle | None = None
 
     # ---- the server side --------------------------------------------------------------
 
@@ -130,9 +140,14 @@ class FakeStream:
         pushed = bool(step.next_hops) and fault != "drop_push"
         if pushed:
             self.transport.push(step.next_hops, InferenceStep(step.step_id, out, step.start_position,
-                                                              step.position_ids, step.attention_mask))
+                                                              step.position_ids, step.attention_mask,
+                                                              defer_copy=step.defer_copy))
         result = InferenceResult(step.step_id, out, push_failed=bool(step.next_hops) and not pushed)
         loop = asyncio.get_running_loop()
+        if pushed and step.defer_copy and fault is None:
+            self._hold(result)
+            return
+        self._release()  # held copies go first, in step order
         if fault == "late":
             self.server.down = True
             loop.call_later(LATE_S, self._post_late, result)
@@ -144,6 +159,26 @@ class FakeStream:
         if fault == "die_after":
             self.server.down = True
             loop.call_soon(self._fail, "die")
+
+    def _hold(self, result: InferenceResult) -> None:
+        """As a server does for defer_copy: the copy waits for more, HOLD_S at most."""
+        self.held.append(result)
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+        if len(self.held) >= MAX_RESULTS_BATCH:
+            self._release()
+        else:
+            self._hold_timer = asyncio.get_running_loop().call_later(HOLD_S, self._release)
+
+    def _release(self) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        if self.held and not self.server.down and self._error is None:
+            self.batches.append(len(self.held))
+            for result in self.held:
+                self._queue.put_nowait(result)
+        self.held.clear()
 
     def _fail(self, kind: FaultKind) -> None:
         self.server.down = kind != "invalid"
@@ -225,7 +260,7 @@ class FakeTransport:
         """Server-to-server: the next session gets the step soon, with the rest of the chain."""
         target = self.sessions[hops[0].session_id]
         onward = InferenceStep(step.step_id, step.hidden_states, step.start_position, step.position_ids,
-                               step.attention_mask, hops[1:])
+                               step.attention_mask, hops[1:], step.defer_copy)
         asyncio.get_running_loop().call_soon(target.deliver, onward)
 
     async def forward(self, address: str, call: ForwardCall, timeout: float) -> torch.Tensor:

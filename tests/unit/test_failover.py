@@ -266,3 +266,30 @@ def test_peer_unavailable_family_fails_over_and_invalid_input_does_not() -> None
     for error in (PeerUnavailable("x"), PeerRefused("x"), PeerBusy("x"), PeerTimedOut("x")):
         assert fails_over(error)
     assert not fails_over(RemoteInvalidInput("x", code="INVALID_ARGUMENT"))
+
+
+@pytest.mark.parametrize("verify", [0.0, 1.0])
+async def test_middle_servers_hold_their_copies_unless_the_step_is_checked(verify: float) -> None:
+    """defer_copy: a decode step's middle servers send their copies later, batched (the
+    failover cases above replay histories built from such copies), and a step picked for a
+    spot check is sent without it (its copies are needed at once)."""
+    config = ClientConfig(initial_peers=(), connect_timeout=0.05, open_timeout=0.05, step_timeout=0.5,
+                          push_allowance=0.0, max_retries=2, routing=RoutingConfig(), verify_fraction=verify)
+    servers = [FakeServer("a", BlockRange(0, 2)), FakeServer("b", BlockRange(2, 4)), FakeServer("c", BlockRange(4, 6))]
+    swarm, transport = FakeSwarm(servers, config), FakeTransport(servers)
+    session = RemoteInferenceSession(swarm, "fake-model", NUM_BLOCKS, BlockRange(0, NUM_BLOCKS), 1, MAX_LENGTH,
+                                     torch.float32, transport)
+    inputs = _inputs()
+    want, _ = _reference(inputs)
+    await session.open()
+    try:
+        for hidden, expected in zip(inputs, want, strict=True):
+            assert torch.allclose(await session.step(hidden), expected, rtol=1e-5, atol=1e-5)
+        await asyncio.sleep(0.1)  # past HOLD_S: every held copy has been sent
+    finally:
+        await session.close()
+    batches = {s.server_id: [n for stream in s.opened for n in stream.batches] for s in servers}
+    if verify:
+        assert batches == {"a": [], "b": [], "c": []}
+    else:  # every step is small (a 3-token prompt, then single tokens): all copies in one batch
+        assert batches["a"] == batches["b"] == [1 + DECODE] and batches["c"] == []
