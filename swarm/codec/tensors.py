@@ -59,6 +59,16 @@ _COMPRESSION_TO_WIRE: dict[Compression, tensor_pb2.Compression] = {
 _WIRE_TO_COMPRESSION: dict[int, Compression] = {int(v): k for k, v in _COMPRESSION_TO_WIRE.items()}
 
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
+_SMALL: dict[int, tuple[torch.dtype, np.dtype]] = {} if _BIG_ENDIAN_HOST else {
+    int(tensor_pb2.DTYPE_FLOAT32): (torch.float32, np.dtype("<f4")),
+    int(tensor_pb2.DTYPE_FLOAT16): (torch.float16, np.dtype("<f2")),
+    int(tensor_pb2.DTYPE_INT64): (torch.int64, np.dtype("<i8")),
+    int(tensor_pb2.DTYPE_INT32): (torch.int32, np.dtype("<i4")),
+    int(tensor_pb2.DTYPE_INT8): (torch.int8, np.dtype("i1")),
+    int(tensor_pb2.DTYPE_UINT8): (torch.uint8, np.dtype("u1")),
+}
+"""Dtypes numpy reads as they are (little-endian hosts): the per-step fast paths below."""
+_SMALL_TO_WIRE = {torch_dtype: number for number, (torch_dtype, _) in _SMALL.items()}
 _COPY_BELOW = 64 << 10
 """Payloads up to this size are copied into a writable buffer: a copy of a step's few KiB
 costs less than the warning filter a read-only view needs (`warnings.catch_warnings` also
@@ -146,6 +156,12 @@ def encoded(tensor: torch.Tensor, compression: Compression = Compression.NONE) -
 
 def encode_tensor(tensor: torch.Tensor, compression: Compression = Compression.NONE) -> tensor_pb2.Tensor:
     """Serializes a tensor (any device, any strides) into a Tensor message."""
+    number = _SMALL_TO_WIRE.get(tensor.dtype) if compression is Compression.NONE else None
+    if (number is not None and tensor.device.type == "cpu" and not tensor.requires_grad
+            and tensor.is_contiguous()):
+        # the per-step case (activations, positions, masks) in few operations: every hop of
+        # every token runs it right after a step or an idle wait, with cold caches
+        return tensor_pb2.Tensor(dtype=number, shape=tensor.shape, data=tensor.numpy().tobytes())
     message, data = encoded(tensor, compression)
     message.data = data
     return message
@@ -189,6 +205,10 @@ def decode_tensor(
 
     Raises CodecError with a message saying what is wrong.
     """
+    if data is None and not message.compression:
+        small = _decode_small(message, limits)
+        if small is not None:
+            return small
     nbytes = checked_nbytes(message, limits)
     payload = message.data if data is None else data
     dtype = dtype_from_wire(message.dtype)
@@ -217,3 +237,21 @@ def decode_tensor(
         size = torch.empty((), dtype=dtype).element_size()
         flat = torch.from_numpy(flat.numpy().view(f"<u{size}").astype(f">u{size}").view(np.uint8))
     return flat.view(dtype).reshape(shape)
+
+
+def _decode_small(message: tensor_pb2.Tensor, limits: TensorLimits) -> torch.Tensor | None:
+    """A step's tensor in few operations (the hot path of every hop, run with cold caches):
+    an uncompressed tensor of a `_SMALL` dtype, at most `_COPY_BELOW` bytes, that passes
+    every check `decode_tensor` makes, copied into its own buffer. None for anything else,
+    including anything wrong: the general path then says what."""
+    kind = _SMALL.get(message.dtype)
+    payload = message.data
+    if kind is None or len(payload) > _COPY_BELOW:
+        return None
+    shape = tuple(message.shape)
+    if not shape or len(shape) > limits.max_dims or min(shape) <= 0:
+        return None  # (scalars and empty tensors too: rare, and the general path handles them)
+    numel = math.prod(shape)
+    if numel > limits.max_elements or numel * kind[1].itemsize != len(payload) or len(payload) > limits.max_bytes:
+        return None
+    return torch.from_numpy(np.frombuffer(payload, dtype=kind[1]).reshape(shape).copy())

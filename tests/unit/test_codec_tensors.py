@@ -92,3 +92,21 @@ def test_limits_are_enforced(n: int) -> None:
             decode_tensor(message, limits)
     else:
         assert decode_tensor(message, limits).shape == (n,)
+
+
+@settings(max_examples=100, deadline=None)
+@given(dtype=st.sampled_from(SUPPORTED_DTYPES), shape=shapes, seed=st.integers(0, 2**32 - 1))
+def test_the_per_step_fast_path_agrees_with_the_general_one(dtype: torch.dtype, shape: list[int], seed: int) -> None:
+    """Small uncompressed tensors decode in a few operations (`_decode_small`); a header with
+    separately given bytes always takes the general path: both give the same tensor, and it
+    is the caller's own (writable, not sharing the message's bytes)."""
+    message = encode_tensor(_random_tensor(dtype, shape, seed))
+    fast = decode_tensor(message)
+    header = tensor_pb2.Tensor(dtype=message.dtype, shape=message.shape, compression=message.compression)
+    general = decode_tensor(header, data=message.data)
+    assert fast.dtype == general.dtype and fast.shape == general.shape
+    assert fast.reshape(-1).view(torch.uint8).tolist() == general.reshape(-1).view(torch.uint8).tolist()
+    if fast.numel():
+        before = bytes(message.data)
+        fast.reshape(-1).view(torch.uint8)[0] ^= 1  # writable, and the message is untouched
+        assert message.data == before
