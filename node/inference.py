@@ -28,6 +28,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 
+from node.alarm import Alarm
 from node.allocator import CacheAllocator, Lease
 from node.backend import BlockBackend
 from node.config import ServerConfig
@@ -64,7 +65,12 @@ COPY_HOLD_S = 0.2
 below any step timeout, so a client waiting on a copy (a failover's replay, a NaN's origin,
 a silent server's blame) gets it in time."""
 
-_Item = InferenceRequest | SwarmError | None  # None: the client's stream ended
+class _Deadline:
+    """The inbox item `Alarm` puts there: the idle timeout or a held copy's wait is over."""
+
+
+_DEADLINE = _Deadline()
+_Item = InferenceRequest | SwarmError | _Deadline | None  # None: the client's stream ended
 
 
 def _may_hold(step: InferenceStep, result: InferenceResult) -> bool:
@@ -237,44 +243,48 @@ class InferenceSessions:
         cache = self.backend.new_cache(open_.blocks)
         epoch = self._epoch
         held: list[InferenceResult] = []  # copies held back for defer_copy, in step order
-        while True:
-            try:  # a timeout scope, not wait_for: no task per step, no wake-up when an item is waiting
-                async with asyncio.timeout(COPY_HOLD_S if held else self.config.session_idle_timeout):
-                    item = await inbox.get()
-            except TimeoutError:
-                if held:  # no step for a while: the client gets what it may be waiting for
-                    yield InferenceResults(tuple(held))
-                    held.clear()
-                    continue
-                raise SessionTimeout(
-                    f"session idle for more than {self.config.session_idle_timeout:g} s; closed"
-                ) from None
-            if item is None:
-                return  # client went away without close: free everything quietly
-            if isinstance(item, SwarmError):
-                raise item
-            if isinstance(item, InferenceClose):
-                yield InferenceClosed()
-                return
-            if isinstance(item, InferenceOpen):
-                raise SessionStateError(f"session {who} is already open")
-            if epoch != self._epoch:
-                raise ServerDraining(f"this server moved away from blocks {open_.blocks}; session {who} "
-                                     "must continue elsewhere")
-            lease.busy()
-            result = await self._step(open_, item, cache, pusher_key)
-            lease.idle()
-            if _may_hold(item, result):
-                held.append(result)
-                if len(held) < MAX_RESULTS_BATCH:
-                    continue
-            elif held:
-                held.append(result)  # (one message, in step order)
-            else:
-                yield result
-                continue
-            yield InferenceResults(tuple(held))
-            held.clear()
+        alarm = Alarm(inbox, _DEADLINE)
+        try:
+            while True:
+                alarm.set(COPY_HOLD_S if held else self.config.session_idle_timeout)
+                item = await inbox.get()
+                if item is None or isinstance(item, InferenceClose):
+                    if item is not None:
+                        yield InferenceClosed()
+                    return  # (a client that went away without close: free everything quietly)
+                if item is not _DEADLINE:
+                    step = self._checked(item, open_, who, epoch)
+                    lease.busy()
+                    result = await self._step(open_, step, cache, pusher_key)
+                    lease.idle()
+                    if not held and not _may_hold(step, result):
+                        yield result
+                        continue
+                    held.append(result)  # (an answer not held goes out with those held, in order)
+                    if len(held) < MAX_RESULTS_BATCH and _may_hold(step, result):
+                        continue
+                elif not held:
+                    raise SessionTimeout(f"session idle for more than {self.config.session_idle_timeout:g} s; "
+                                         "closed")
+                # a batch is full, an answer is due, or no step came for a while (the client
+                # may be waiting for these copies): send what is held
+                yield InferenceResults(tuple(held))
+                held.clear()
+        finally:
+            alarm.cancel()
+
+    def _checked(self, item: _Item, open_: InferenceOpen, who: str, epoch: int) -> InferenceStep:
+        """The step an inbox item is, or the error that ends the session."""
+        if isinstance(item, SwarmError):
+            raise item
+        if isinstance(item, InferenceOpen):
+            raise SessionStateError(f"session {who} is already open")
+        if not isinstance(item, InferenceStep):
+            raise SessionStateError(f"session {who} got an unexpected {type(item).__name__}")
+        if epoch != self._epoch:
+            raise ServerDraining(f"this server moved away from blocks {open_.blocks}; session {who} "
+                                 "must continue elsewhere")
+        return item
 
     async def _step(self, open_: InferenceOpen, step: InferenceStep, cache: SessionCache, pusher_key: str
                     ) -> InferenceResult:

@@ -68,7 +68,7 @@ _SMALL: dict[int, tuple[torch.dtype, np.dtype]] = {} if _BIG_ENDIAN_HOST else {
     int(tensor_pb2.DTYPE_UINT8): (torch.uint8, np.dtype("u1")),
 }
 """Dtypes numpy reads as they are (little-endian hosts): the per-step fast paths below."""
-_SMALL_TO_WIRE = {torch_dtype: number for number, (torch_dtype, _) in _SMALL.items()}
+_SMALL_TO_WIRE = {torch_dtype: _TORCH_TO_WIRE[torch_dtype] for torch_dtype, _ in _SMALL.values()}
 _COPY_BELOW = 64 << 10
 """Payloads up to this size are copied into a writable buffer: a copy of a step's few KiB
 costs less than the warning filter a read-only view needs (`warnings.catch_warnings` also
