@@ -9,7 +9,11 @@ Steps reach a session from its client's stream or, in a chained route, pushed by
 previous server (`push`); both land in the session's inbox and are processed in order.
 After a step that names next hops, the output is pushed to the next server (over one
 stream per next session, `node.push_client`) before the client gets its copy, so the
-chain is not slowed by the client's link.
+chain is not slowed by the client's link. A decode-sized step that asks for it
+(`defer_copy`) has its copy held and sent later, with others in one `InferenceResults`:
+when MAX_RESULTS_BATCH are held, when no step came for COPY_HOLD_S, or ahead of the next
+answer that is not held (results always leave in step order). The session waits for its
+next step under one deadline (`node.alarm`).
 Isolation: a session belongs to the stream that opened it (only that stream steps,
 rewinds or closes it) and accepts pushes only with the secret its client chose at open
 (`push_capability`, compared in constant time); a push with a wrong or missing secret is
