@@ -81,7 +81,7 @@ class Failover:
         before = segments[index + 1].server_id if index + 1 < len(segments) else None
 
         async def replay(fresh: list[SegmentStream]) -> None:
-            await self._replay(fresh, start)
+            await self._replay(fresh, start, before is not None)
 
         fresh = await self.opener.open_retrying(failed.blocks, after, before, replay)
         segments[index : index + 1] = fresh
@@ -90,8 +90,9 @@ class Failover:
                        self.recoveries[-1], " -> ".join(f"{s.server_id[:8]}[{s.blocks}]" for s in fresh))
         return fresh
 
-    async def _replay(self, fresh: list[SegmentStream], start: int) -> None:
-        """Feeds the first `start` positions that crossed the lost blocks to the new servers."""
+    async def _replay(self, fresh: list[SegmentStream], start: int, has_next: bool) -> None:
+        """Feeds the first `start` positions that crossed the lost blocks to the new servers
+        (`has_next`: a segment follows them, whose inputs the history keeps)."""
         if start == 0:
             return
         history = self.history.upto(fresh[0].blocks.start, start)
@@ -107,6 +108,12 @@ class Failover:
                     raise
                 raise SegmentFailed(segment.server_id, error, segment.stream.address) from error
             history = History(out, history.position_ids, history.attention_mask)
+        if has_next:
+            # the lost server's copies of its last steps may never have come (held for
+            # defer_copy when it died): what the replacement computed from the same inputs
+            # stands in for them, so that a later failover of the next server replays all of it
+            self.history.log(fresh[-1].blocks.end, history.hidden).write(
+                0, history.hidden, history.position_ids, history.attention_mask)
 
     async def _replay_to(self, segment: SegmentStream, history: History, timeout: float) -> torch.Tensor:
         """The segment's output for `history`, sent in chunks as a long prompt is (`client.prefill`)."""

@@ -35,7 +35,7 @@ from client.verification import BadOutput, VerificationStats, check_finite
 from client.verifier import Verifier
 from swarm.errors import InvalidInput, PeerTimedOut, SessionStateError, SwarmError
 from swarm.finite import all_finite
-from swarm.protocol import MAX_DEFERRED_TOKENS, MAX_STEP_HOPS, InferenceResult, InferenceStep
+from swarm.protocol import COPY_HOLD_S, MAX_DEFERRED_TOKENS, MAX_STEP_HOPS, InferenceResult, InferenceStep
 from swarm.records import BlockRange
 from swarm.tuning import Tuning
 
@@ -141,6 +141,8 @@ class RemoteInferenceSession:
     async def _next_event(self, state: StepState) -> SegmentEvent:
         config = self.client.config
         timeout = config.step_timeout + (config.push_allowance if self._chained else 0.0)
+        if state.deferred:  # the middle servers' copies, which say who answered, may be held that long
+            timeout += COPY_HOLD_S
         try:
             async with asyncio.timeout(timeout):  # not wait_for: no task per event
                 return await self._events.get()
@@ -245,6 +247,7 @@ class RemoteInferenceSession:
         meta = self._history.step_meta(result.step_id)
         if meta is not None and segment is not self.segments[-1] and all_finite(result.hidden_states):
             self._history.record(segment.blocks.end, result.hidden_states, meta)
+            self.client.succeeded(segment.server_id)  # (held copies come late: it answered all the same)
 
     async def _send(self, segment: SegmentStream, state: StepState) -> None:
         """Sends the step's input at the segment's first block (with the rest of the chain)."""
@@ -256,6 +259,7 @@ class RemoteInferenceSession:
         # the client reads and checks, and nothing needs it before a failover, a NaN or a
         # silent server (each of which waits for copies anyway; servers send them after 0.2 s)
         defer = bool(onward) and not state.verify and self.batch_size * meta.tokens <= MAX_DEFERRED_TOKENS
+        state.deferred = state.deferred or defer
         step = InferenceStep(state.step_id, self._history.step_input(segment.blocks.start, meta),
                              meta.start, *meta.wire_masks, onward, defer_copy=defer)
         try:

@@ -139,3 +139,5 @@ class StepState:
     """Failovers this step did so far (bounded by max_retries)."""
     verify: bool = False
     """The step is to be spot-checked (`client.verifier`): its copies are not deferred."""
+    deferred: bool = False
+    """The step went out with `defer_copy`: middle servers may hold their copies (COPY_HOLD_S)."""

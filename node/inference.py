@@ -51,6 +51,7 @@ from swarm.protocol import (
     InferenceOpened,
     InferenceRequest,
     InferenceResponse,
+    COPY_HOLD_S,
     MAX_DEFERRED_TOKENS,
     MAX_RESULTS_BATCH,
     InferenceResult,
@@ -63,11 +64,6 @@ logger = logging.getLogger(__name__)
 
 INBOX_SIZE = 16
 """Steps a session may have queued; a chained client never has more than a few."""
-
-COPY_HOLD_S = 0.2
-"""How long a held copy (`defer_copy`) waits for more steps before it is sent anyway: far
-below any step timeout, so a client waiting on a copy (a failover's replay, a NaN's origin,
-a silent server's blame) gets it in time."""
 
 class _Deadline:
     """The inbox item `Alarm` puts there: the idle timeout or a held copy's wait is over."""

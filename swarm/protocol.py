@@ -21,6 +21,9 @@ MAX_RESULTS_BATCH = 8
 """Most results in one `InferenceResults`: the copies a server holds for `defer_copy`."""
 MAX_DEFERRED_TOKENS = 16
 """Largest step (batch x tokens) whose copy a server may hold back (a decode or draft step)."""
+COPY_HOLD_S = 0.2
+"""Longest a server holds a copy (`defer_copy`) while no step comes: a client that waits for
+copies (a failover's replay, a NaN's origin, a silent server's blame) waits this much longer."""
 
 
 class Compression(enum.Enum):

@@ -99,6 +99,8 @@ CASES = [
          banned=("b",)),
     Case("two servers of the chain fail in one step", _three("c", Fault("die", 2))
          + (("b", "2:4", 0, Fault("die_after", 2)),), banned=("c", "b"), recoveries=2),
+    Case("a middle server dies holding copies, then the next one dies: its replay is exact",
+         _three("b", Fault("die", 3)) + (("c", "4:6", 0, Fault("die", 4)),), banned=("b", "c"), recoveries=2),
     # output checks: NaN/Inf never becomes a token; verification outvotes a liar
     Case("NaN from a middle server (pushed on) blames it, not the next one", _three("b", Fault("nan", 2)),
          banned=("b",), recoveries=1),
