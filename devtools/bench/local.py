@@ -25,6 +25,7 @@ JSON object).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -217,18 +218,17 @@ def run_bench(args: argparse.Namespace, peers: list[str]) -> None:
     vocab = int(local.model.config.vocab_size)
     forward_ids = torch.randint(0, vocab, (1, args.forward_tokens), generator=torch.Generator().manual_seed(0))
     progress(f"starting the pipe floor and the gRPC floor: {len(args.blocks)} worker processes each")
-    floor = PipeFloor(args.model_path, args.blocks, shared_cpu_env(args.server_env_map), head=chained.head)
-    grpc_floor = GrpcFloor(args.model_path, args.blocks, shared_cpu_env(args.server_env_map), head=chained.head)
-    try:
+    with contextlib.ExitStack() as owned:
+        owned.callback(unchained.close)
+        owned.callback(chained.close)
+        floor = PipeFloor(args.model_path, args.blocks, shared_cpu_env(args.server_env_map), head=chained.head)
+        owned.callback(floor.close)
+        grpc_floor = GrpcFloor(args.model_path, args.blocks, shared_cpu_env(args.server_env_map), head=chained.head)
+        owned.callback(grpc_floor.close)
         swarm = SwarmContender(chained)
         result = measure({"swarm": swarm, "unchained": SwarmContender(unchained), "floor": floor,
                           "grpc": grpc_floor, "local": local},
                          {"swarm": swarm, "local": local}, args, prompt_ids, forward_ids)
-    finally:
-        floor.close()
-        grpc_floor.close()
-        chained.close()
-        unchained.close()
     if args.json:
         print(as_json(result, args, swarm.route))
     else:
