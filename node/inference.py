@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -290,9 +291,10 @@ class InferenceSessions:
                     ) -> InferenceResult:
         check_step(step, open_, self.backend.cache_length(cache), self.backend.hidden_size)
         check_next_hops(step.next_hops, self.own_addresses)
-        with self.metrics.step_seconds.time():
-            out = await self.backend.step(cache, open_.blocks, step.hidden_states, step.start_position,
-                                          step.position_ids, step.attention_mask, open_.tuning)
+        began = time.perf_counter()
+        out = await self.backend.step(cache, open_.blocks, step.hidden_states, step.start_position,
+                                      step.position_ids, step.attention_mask, open_.tuning)
+        seconds = time.perf_counter() - began
         push_failed = False
         if step.next_hops:  # first: the next server waits for it (the counters can wait)
             hop, rest = step.next_hops[0], step.next_hops[1:]
@@ -302,6 +304,7 @@ class InferenceSessions:
             push_failed = not await self.pusher.push(pusher_key, hop.address, pushed)
             if push_failed:
                 self.metrics.pushes_failed.inc()
+        self.metrics.step_seconds.observe(seconds)  # (after the push: the next server waits for that)
         self.metrics.steps.inc()
         self.metrics.step_tokens.inc(step.hidden_states.shape[0] * step.hidden_states.shape[1])
         return InferenceResult(step.step_id, out, push_failed, compression=open_.compression)
