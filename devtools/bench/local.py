@@ -102,6 +102,7 @@ def measure(contenders: dict[str, Decoder], forwarders: dict[str, Contender], ar
     for forwarder in forwarders.values():
         forwarder.forward(forward_ids)
     decode: dict[str, list[float]] = {name: [] for name in contenders}
+    typical: dict[str, list[float]] = {name: [] for name in contenders}  # each round's median step
     prefill: dict[str, list[float]] = {name: [] for name in contenders}
     forward: dict[str, list[float]] = {name: [] for name in forwarders}
     tokens: dict[str, list[tuple[int, ...]]] = {name: [] for name in contenders}
@@ -111,6 +112,7 @@ def measure(contenders: dict[str, Decoder], forwarders: dict[str, Contender], ar
             run = contenders[name].decode(prompt_ids, args.tokens)
             tokens[name].append(run.tokens)
             decode[name].append(per_token(run.step_seconds, len(run.step_seconds)))
+            typical[name].append(statistics.median(run.step_seconds))
             prefill[name].append(run.prefill_seconds)
         for name in (n for n in order if n in forwarders):
             seconds, logits[name] = forwarders[name].forward(forward_ids)
@@ -131,6 +133,7 @@ def measure(contenders: dict[str, Decoder], forwarders: dict[str, Contender], ar
             versus(f"prefill ({prompt_ids.shape[1]} tokens)", "swarm", prefill),
             versus(f"batch forward 1x{args.forward_tokens}", "swarm", forward),
         ],
+        "typical": [versus("median step", name, typical) for name in ("swarm", "floor")],
         "same_tokens": all(t == reference for runs in tokens.values() for t in runs),
         "logits_max_diff": float((logits["swarm"].float() - logits["local"].float()).abs().max()),
         "tokens": list(reference),
@@ -146,6 +149,7 @@ def report(result: dict[str, Any], args: argparse.Namespace, route: str, prompt_
     median_ms = statistics.median(per_server) * 1e3
     grpc_part = [x * 1e3 for x in messaging_per_server(grpc_floor, floor, servers)]
     ours = [x * 1e3 for x in messaging_per_server(swarm, grpc_floor, servers)]
+    typical = messaging_per_server(result["typical"][0], result["typical"][1], servers)
     lines = [
         f"swarm-llm bench local: {Path(args.model_path).name}, float32, batch 1, greedy, "
         f"{args.tokens} decode steps after a {prompt_tokens}-token chat prompt; {args.rounds} rounds, "
@@ -176,6 +180,8 @@ def report(result: dict[str, Any], args: argparse.Namespace, route: str, prompt_
         f"(rounds {', '.join(f'{x:.2f}' for x in grpc_part)})",
         f"  and the swarm's own work (swarm - gRPC floor) / {servers}: median {statistics.median(ours):.2f} ms "
         f"(rounds {', '.join(f'{x:.2f}' for x in ours)})",
+        f"  the same from each round's median step instead of its mean (a slow step moves a mean a lot): "
+        f"median {statistics.median(typical) * 1e3:.2f} ms (rounds {', '.join(f'{x * 1e3:.2f}' for x in typical)})",
     ]
     return "\n".join(lines)
 
@@ -192,6 +198,8 @@ def as_json(result: dict[str, Any], args: argparse.Namespace, route: str) -> str
         "messaging_per_server_median_s": statistics.median(per_server),
         "grpc_per_server_s": grpc_part, "grpc_per_server_median_s": statistics.median(grpc_part),
         "swarm_own_per_server_s": ours, "swarm_own_per_server_median_s": statistics.median(ours),
+        "messaging_per_server_from_median_steps_s": messaging_per_server(result["typical"][0], result["typical"][1],
+                                                                         len(args.blocks)),
         "logits_max_diff": result["logits_max_diff"], "load_average": os.getloadavg()[0],
         "rows": [{**asdict(r), "median_swarm_s": r.median_a, "median_local_s": r.median_b,
                   "ratio": r.ratio, "paired_ratio": r.paired_ratio} for r in rows],
