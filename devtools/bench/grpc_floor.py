@@ -36,6 +36,7 @@ from devtools.bench.pipe_floor import CHECKOUT, decode_through, pack_hidden, unp
 from devtools.bench.workloads import DecodeRun
 from swarm.model.head import ClientHead, load_client_head
 from swarm.records import BlockRange
+from swarm.rpc import CHANNEL_OPTIONS, SERVER_OPTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class _Worker:
             self.sink.put_nowait(out)
             return
         if self._next_call is None:
-            self._next_channel = grpc.aio.insecure_channel(self.next_address)
+            self._next_channel = grpc.aio.insecure_channel(self.next_address, options=CHANNEL_OPTIONS)
             self._next_call = self._next_channel.stream_stream(METHOD)()
         await self._next_call.write(out)
 
@@ -91,7 +92,7 @@ class _Worker:
 
 async def _serve(span: BlockRange, model_path: str, next_address: str | None) -> None:
     worker = _Worker(span, model_path, next_address)
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=SERVER_OPTIONS)  # the servers' own options
     handler = grpc.method_handlers_generic_handler(
         METHOD.split("/")[1], {METHOD.split("/")[2]: grpc.stream_stream_rpc_method_handler(worker.frames)})
     server.add_generic_rpc_handlers((handler,))
@@ -136,7 +137,8 @@ class GrpcFloor:
             raise
 
     async def _open(self, first: str, last: str) -> tuple[Any, Any]:
-        self._channels = [grpc.aio.insecure_channel(first), grpc.aio.insecure_channel(last)]
+        self._channels = [grpc.aio.insecure_channel(first, options=CHANNEL_OPTIONS),
+                          grpc.aio.insecure_channel(last, options=CHANNEL_OPTIONS)]
         to_chain = self._channels[0].stream_stream(METHOD)()
         from_chain = self._channels[1].stream_stream(METHOD)()
         await from_chain.write(SINK)
