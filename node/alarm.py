@@ -6,7 +6,8 @@ while it holds copies for `defer_copy`, the moment to send them anyway. A fresh
 cold after a step's compute that took ~60 us on every hop of every token. `Alarm` keeps
 one timer: a step only moves the deadline, and a timer that fires early re-arms itself
 for the deadline as it now is. When the deadline has passed, the alarm puts a marker in
-the session's inbox, once, behind whatever is already there.
+the session's inbox, once, behind whatever is already there; whoever takes the marker
+asks `passed()`, since a step may have moved the deadline on while the marker waited.
 """
 
 from __future__ import annotations
@@ -42,9 +43,13 @@ class Alarm(Generic[T]):
         if self._loop.time() < self.deadline:  # moved on since this timer was set
             self._timer = self._loop.call_at(self.deadline, self._fire)
             return
-        self.deadline = math.inf
         with contextlib.suppress(asyncio.QueueFull):  # a full inbox is not idle
             self._inbox.put_nowait(self._marker)
+
+    def passed(self) -> bool:
+        """Whether the deadline set last has passed. A marker taken from the inbox when it has
+        not is stale: it was put there before a step came and moved the deadline on."""
+        return self._loop.time() >= self.deadline
 
     def cancel(self) -> None:
         if self._timer is not None:

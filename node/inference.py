@@ -249,6 +249,8 @@ class InferenceSessions:
             while True:
                 alarm.set(COPY_HOLD_S if held else self.config.session_idle_timeout)
                 item = await inbox.get()
+                if item is _DEADLINE and not alarm.passed():
+                    continue  # stale: put there before a step that moved the deadline on
                 if item is None or isinstance(item, InferenceClose):
                     if item is not None:
                         yield InferenceClosed()

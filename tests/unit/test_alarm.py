@@ -52,3 +52,17 @@ async def test_a_full_inbox_is_not_idle() -> None:
     alarm.set(0.01)
     await asyncio.sleep(0.05)  # fired into a full inbox: nothing lost, nothing raised
     assert inbox.get_nowait() == "a step" and inbox.empty()
+
+
+async def test_a_marker_left_behind_by_a_moved_deadline_is_stale() -> None:
+    """The deadline passes while a step is being worked on (the marker goes in), then the
+    step moves it on: the marker taken next must not count (the session would close
+    as idle, or send held copies early)."""
+    inbox: asyncio.Queue[str] = asyncio.Queue()
+    alarm = Alarm(inbox, MARK)
+    alarm.set(0.01)
+    await asyncio.sleep(0.05)  # fired: the marker waits in the inbox
+    alarm.set(60.0)  # a step came and moved the deadline
+    assert inbox.get_nowait() == MARK and not alarm.passed()
+    alarm.set(0.01)
+    assert await _arrival(inbox, 1.0) is not None and alarm.passed()  # a genuine one
