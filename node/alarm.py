@@ -19,6 +19,10 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+_SLACK = 0.002
+"""Timers on a millisecond clock (uvloop's) may fire a little before their deadline: that
+counts as on time, rather than re-arming for the last fraction of a millisecond."""
+
 
 class Alarm(Generic[T]):
     """Puts `marker` into `inbox` once the deadline set last has passed."""
@@ -40,7 +44,7 @@ class Alarm(Generic[T]):
 
     def _fire(self) -> None:
         self._timer = None
-        if self._loop.time() < self.deadline:  # moved on since this timer was set
+        if not self.passed():  # moved on since this timer was set
             self._timer = self._loop.call_at(self.deadline, self._fire)
             return
         with contextlib.suppress(asyncio.QueueFull):  # a full inbox is not idle
@@ -49,7 +53,7 @@ class Alarm(Generic[T]):
     def passed(self) -> bool:
         """Whether the deadline set last has passed. A marker taken from the inbox when it has
         not is stale: it was put there before a step came and moved the deadline on."""
-        return self._loop.time() >= self.deadline
+        return self._loop.time() >= self.deadline - _SLACK
 
     def cancel(self) -> None:
         if self._timer is not None:
