@@ -52,7 +52,7 @@ SLOW_COPY_S = 0.02
 """How late a "slow_copy" server's result reaches the client (its push goes at once)."""
 
 HOLD_S = 0.01
-"""How long a copy held for defer_copy waits for more (node.inference: 0.2 s; here below
+"""How long a copy held for defer_copy waits for more (swarm.protocol.COPY_HOLD_S: 0.2 s; here below
 the tests' step timeouts, as there below real ones)."""
 
 
