@@ -54,6 +54,12 @@ async def _timed(awaitable: Awaitable[T], timeout: float) -> T:
         return await awaitable
 
 
+async def _status_error(call: Any, address: str, what: str, timeout: float) -> SwarmError:
+    """The error for a call the server has ended: its status says why."""
+    code = await _timed(call.code(), timeout)
+    return error_from_status(code, await call.details(), address, what)
+
+
 class GrpcInferenceStream:
     """An open Inference call to one server (implements `client.transport.InferenceStream`)."""
 
@@ -84,7 +90,7 @@ class GrpcInferenceStream:
                     # swarm token): its status says why, not "RPC already finished"
                     raise await call_failure(call, error, address, what) from None
                 if message is grpc.aio.EOF:  # ended without a word: its status says why
-                    raise error_from_status(await _timed(call.code(), timeout), await call.details(), address, what)
+                    raise await _status_error(call, address, what, timeout)
                 reply = messages.decode_inference_response(message, limits)
             except BaseException:
                 call.cancel()
@@ -149,8 +155,7 @@ class GrpcInferenceStream:
 
     async def _ended(self, what: str, timeout: float) -> SwarmError:
         """The error for a call the server has ended: read its status."""
-        code = await _timed(self._call.code(), timeout)
-        return error_from_status(code, await self._call.details(), self.address, what)
+        return await _status_error(self._call, self.address, what, timeout)
 
     async def close(self, timeout: float) -> None:
         """Closes politely; a server that is already gone is not an error here."""

@@ -46,15 +46,15 @@ from node.state import ServingState
 from node.validation import check_blocks, check_next_hops, check_open, check_step
 from swarm.errors import CacheExhausted, NotServed, ServerDraining, SessionStateError, SwarmError
 from swarm.protocol import (
+    COPY_HOLD_S,
+    MAX_DEFERRED_TOKENS,
+    MAX_RESULTS_BATCH,
     InferenceClose,
     InferenceClosed,
     InferenceOpen,
     InferenceOpened,
     InferenceRequest,
     InferenceResponse,
-    COPY_HOLD_S,
-    MAX_DEFERRED_TOKENS,
-    MAX_RESULTS_BATCH,
     InferenceResult,
     InferenceResults,
     InferenceStep,
@@ -65,6 +65,7 @@ logger = logging.getLogger(__name__)
 
 INBOX_SIZE = 16
 """Steps a session may have queued; a chained client never has more than a few."""
+
 
 class _Deadline:
     """The inbox item `Alarm` puts there: the idle timeout or a held copy's wait is over."""
@@ -260,11 +261,12 @@ class InferenceSessions:
                     lease.busy()
                     result = await self._step(open_, step, cache, pusher_key)
                     lease.idle()
-                    if not held and not _may_hold(step, result):
+                    hold = _may_hold(step, result)
+                    if not held and not hold:
                         yield result
                         continue
                     held.append(result)  # (an answer not held goes out with those held, in order)
-                    if len(held) < MAX_RESULTS_BATCH and _may_hold(step, result):
+                    if hold and len(held) < MAX_RESULTS_BATCH:
                         continue
                 elif not held:
                     raise SessionTimeout(f"session idle for more than {self.config.session_idle_timeout:g} s; "

@@ -65,12 +65,12 @@ def read_hidden(stream: IO[bytes]) -> tuple[int, torch.Tensor] | None:
     header = stream.read(_HEADER.size)
     if len(header) < _HEADER.size:
         return None
-    start, tokens, hidden = _HEADER.unpack(header)
+    _, tokens, hidden = _HEADER.unpack(header)
     size = tokens * hidden * 4
     data = stream.read(size)
     if len(data) < size:
         raise EOFError(f"pipe closed inside a message ({len(data)} of {size} bytes)")
-    return start, torch.frombuffer(bytearray(data), dtype=torch.float32).view(1, tokens, hidden)
+    return unpack_hidden(header + data)
 
 
 def decode_through(head: ClientHead, through: Callable[[int, torch.Tensor], torch.Tensor],

@@ -115,13 +115,15 @@ def compression_from_wire(number: int) -> Compression:
         raise CodecError(f"unknown tensor compression {number}") from None
 
 
-_NUMPY_NATIVE = frozenset({torch.float32, torch.float16, torch.int64, torch.int32, torch.int8, torch.uint8})
-"""Dtypes whose CPU tensors numpy views as they are (not bool, not bfloat16)."""
+def _numpy_viewable(tensor: torch.Tensor) -> bool:
+    """A CPU tensor numpy views as it is: a `_SMALL` dtype (not bool, not bfloat16; none on a
+    big-endian host), contiguous, no autograd."""
+    return (tensor.dtype in _SMALL_TO_WIRE and tensor.device.type == "cpu" and not tensor.requires_grad
+            and tensor.is_contiguous())
 
 
 def _raw_bytes(tensor: torch.Tensor) -> bytes:
-    if (not _BIG_ENDIAN_HOST and tensor.dtype in _NUMPY_NATIVE and tensor.device.type == "cpu"
-            and not tensor.requires_grad and tensor.is_contiguous()):
+    if _numpy_viewable(tensor):
         # the per-step case (activations, positions, masks): one view instead of six ops
         return bytes(tensor.numpy().data)
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)
@@ -156,12 +158,11 @@ def encoded(tensor: torch.Tensor, compression: Compression = Compression.NONE) -
 
 def encode_tensor(tensor: torch.Tensor, compression: Compression = Compression.NONE) -> tensor_pb2.Tensor:
     """Serializes a tensor (any device, any strides) into a Tensor message."""
-    number = _SMALL_TO_WIRE.get(tensor.dtype) if compression is Compression.NONE else None
-    if (number is not None and tensor.device.type == "cpu" and not tensor.requires_grad
-            and tensor.is_contiguous()):
+    if compression is Compression.NONE and _numpy_viewable(tensor):
         # the per-step case (activations, positions, masks) in few operations: every hop of
         # every token runs it right after a step or an idle wait, with cold caches
-        return tensor_pb2.Tensor(dtype=number, shape=tensor.shape, data=tensor.numpy().tobytes())
+        return tensor_pb2.Tensor(dtype=_SMALL_TO_WIRE[tensor.dtype], shape=tensor.shape,
+                                 data=tensor.numpy().tobytes())
     message, data = encoded(tensor, compression)
     message.data = data
     return message

@@ -32,9 +32,9 @@ from swarm.errors import (
     SwarmError,
 )
 from swarm.protocol import (
+    MAX_RESULTS_BATCH,
     ForwardCall,
     InferenceOpen,
-    MAX_RESULTS_BATCH,
     InferenceResult,
     InferenceStep,
     NextHop,
