@@ -26,6 +26,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+import swarm  # noqa: F401  (first: it sets gRPC's I/O before any client module loads gRPC)
+
 if TYPE_CHECKING:
     from client.config import ClientConfig
     from client.verification import BadOutput

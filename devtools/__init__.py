@@ -10,3 +10,5 @@ The wheel does not ship this package (pyproject.toml packages only swarm, node a
 client); scripts run from the repository root with `python -m devtools...`, and pytest
 finds it there too. It may import swarm, node and client; they never import it.
 """
+
+import swarm  # noqa: F401  (first: gRPC floor workers and launchers load gRPC as the swarm does)
