@@ -8,6 +8,8 @@ values. A computation whose output is not finite raises `NonFiniteOutput`, which
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from swarm.errors import InvalidInput, NotServed, SessionStateError
@@ -57,12 +59,19 @@ def check_next_hops(hops: tuple[NextHop, ...], own_addresses: frozenset[str], li
     """At most `limit` hops, none naming this server (a loop would make it compute again)."""
     if len(hops) > limit:
         raise InvalidInput(f"a step may name at most {limit} next hops, got {len(hops)}")
-    own_ports = {address.rpartition(":")[2] for address in own_addresses}
-    own_hosts = {address.rpartition(":")[0] for address in own_addresses} | _LOOPBACK_HOSTS
+    own_hosts, own_ports = _hosts_and_ports(own_addresses)
     for hop in hops:
         host, _, port = hop.address.rpartition(":")
         if hop.address in own_addresses or (port in own_ports and host in own_hosts):
             raise InvalidInput(f"next hop {hop.address} is this server itself")
+
+
+@functools.lru_cache(maxsize=8)
+def _hosts_and_ports(own_addresses: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """The hosts (loopback ones too) and ports of a server's own addresses (a server's
+    addresses are fixed: worked out once, not at every hop of every token)."""
+    hosts = frozenset(address.rpartition(":")[0] for address in own_addresses) | _LOOPBACK_HOSTS
+    return hosts, frozenset(address.rpartition(":")[2] for address in own_addresses)
 
 
 def check_finite(tensor: torch.Tensor, name: str) -> None:

@@ -30,7 +30,7 @@ from swarm.codec.tensors import (
     decode_tensor,
     dtype_from_wire,
     dtype_to_wire,
-    encode_tensor,
+    encode_tensor_into,
 )
 from swarm.codec.tuning import tuning_from_wire, tuning_to_wire
 from swarm.errors import CodecError
@@ -82,24 +82,25 @@ def encode_inference_request(request: InferenceRequest, compression: Compression
             )
         )
     if isinstance(request, InferenceStep):
-        return pb.InferenceRequest(step=_encode_step(request, compression))
+        message = pb.InferenceRequest()
+        _encode_step(message.step, request, compression)
+        return message
     return pb.InferenceRequest(close=pb.InferenceClose())
 
 
-def _encode_step(request: InferenceStep, compression: Compression) -> pb.InferenceStep:
-    step = pb.InferenceStep(
-        step_id=request.step_id,
-        hidden_states=encode_tensor(request.hidden_states, compression),
-        start_position=request.start_position,
-        next_hops=[pb.NextHop(address=h.address, session_id=h.session_id, capability=h.capability)
-                   for h in request.next_hops],
-        defer_copy=request.defer_copy,
-    )
+def _encode_step(step: pb.InferenceStep, request: InferenceStep, compression: Compression) -> None:
+    """Fills the (empty) step field of an enclosing message in place: no copies of the
+    tensors (a step is encoded at every hop of every token)."""
+    step.step_id = request.step_id
+    encode_tensor_into(step.hidden_states, request.hidden_states, compression)
+    step.start_position = request.start_position
+    for hop in request.next_hops:
+        step.next_hops.add(address=hop.address, session_id=hop.session_id, capability=hop.capability)
+    step.defer_copy = request.defer_copy
     if request.position_ids is not None:
-        step.position_ids.CopyFrom(encode_tensor(request.position_ids))
+        encode_tensor_into(step.position_ids, request.position_ids)
     if request.attention_mask is not None:
-        step.attention_mask.CopyFrom(encode_tensor(request.attention_mask))
-    return step
+        encode_tensor_into(step.attention_mask, request.attention_mask)
 
 
 def _decode_step(s: pb.InferenceStep, limits: TensorLimits) -> InferenceStep:
@@ -164,17 +165,25 @@ def encode_inference_response(response: InferenceResponse) -> pb.InferenceRespon
             )
         )
     if isinstance(response, InferenceResult):
-        return pb.InferenceResponse(result=_encode_result(response))
+        message = pb.InferenceResponse()
+        _encode_result(message.result, response)
+        return message
     if isinstance(response, InferenceResults):
         if not 0 < len(response.results) <= MAX_RESULTS_BATCH:
             raise ValueError(f"a batch holds 1..{MAX_RESULTS_BATCH} results, not {len(response.results)}")
-        return pb.InferenceResponse(results=pb.InferenceResults(results=[_encode_result(r) for r in response.results]))
+        message = pb.InferenceResponse()
+        batch = message.results.results
+        for result in response.results:
+            _encode_result(batch.add(), result)
+        return message
     return pb.InferenceResponse(closed=pb.InferenceClosed())
 
 
-def _encode_result(result: InferenceResult) -> pb.InferenceResult:
-    return pb.InferenceResult(step_id=result.step_id, push_failed=result.push_failed,
-                              hidden_states=encode_tensor(result.hidden_states, result.compression))
+def _encode_result(message: pb.InferenceResult, result: InferenceResult) -> None:
+    """Fills an empty InferenceResult in place (as `_encode_step`)."""
+    message.step_id = result.step_id
+    message.push_failed = result.push_failed
+    encode_tensor_into(message.hidden_states, result.hidden_states, result.compression)
 
 
 def _decode_result(result: pb.InferenceResult, limits: TensorLimits) -> InferenceResult:
@@ -211,8 +220,9 @@ def decode_inference_response(
 
 
 def encode_push(push: PushedStep) -> pb.PushRequest:
-    return pb.PushRequest(session_id=push.session_id, step=_encode_step(push.step, push.compression),
-                          capability=push.capability)
+    message = pb.PushRequest(session_id=push.session_id, capability=push.capability)
+    _encode_step(message.step, push.step, push.compression)
+    return message
 
 
 def decode_push(message: pb.PushRequest, limits: TensorLimits = DEFAULT_LIMITS) -> PushedStep:

@@ -158,14 +158,25 @@ def encoded(tensor: torch.Tensor, compression: Compression = Compression.NONE) -
 
 def encode_tensor(tensor: torch.Tensor, compression: Compression = Compression.NONE) -> tensor_pb2.Tensor:
     """Serializes a tensor (any device, any strides) into a Tensor message."""
+    message = tensor_pb2.Tensor()
+    encode_tensor_into(message, tensor, compression)
+    return message
+
+
+def encode_tensor_into(message: tensor_pb2.Tensor, tensor: torch.Tensor,
+                       compression: Compression = Compression.NONE) -> None:
+    """`encode_tensor` into an empty Tensor field of an enclosing message: a tensor built
+    apart and handed to the enclosing message's constructor is copied once more."""
     if compression is Compression.NONE and _numpy_viewable(tensor):
         # the per-step case (activations, positions, masks) in few operations: every hop of
         # every token runs it right after a step or an idle wait, with cold caches
-        return tensor_pb2.Tensor(dtype=_SMALL_TO_WIRE[tensor.dtype], shape=tensor.shape,
-                                 data=tensor.numpy().tobytes())
-    message, data = encoded(tensor, compression)
+        message.dtype = _SMALL_TO_WIRE[tensor.dtype]
+        message.shape.extend(tensor.shape)
+        message.data = tensor.numpy().tobytes()
+        return
+    header, data = encoded(tensor, compression)
+    message.CopyFrom(header)
     message.data = data
-    return message
 
 
 def tensor_bytes(tensor: torch.Tensor) -> bytes:
