@@ -16,8 +16,13 @@ def test_plain_decoding_steps_carry_no_positions_and_no_mask() -> None:
         positions = torch.arange(start, start + tokens).expand(batch, tokens)
         mask = torch.ones(batch, start + tokens, dtype=torch.int64)
         assert _meta(start, tokens, positions, mask).wire_masks == (None, None)
-    # a bool mask of ones is the same
+    # a bool mask of ones is the same, and so are a float one and views (a slice of a longer mask)
     assert _meta(2, 1, torch.tensor([[2]]), torch.ones(1, 3, dtype=torch.bool)).wire_masks == (None, None)
+    assert _meta(2, 1, torch.tensor([[2]]), torch.ones(1, 3)).wire_masks == (None, None)
+    longer = torch.ones(2, 9, dtype=torch.int64)
+    longer[:, 6:] = 0
+    assert _meta(5, 1, torch.tensor([[5]]).expand(2, 1), longer[:, :6]).wire_masks == (None, None)
+    assert _meta(5, 1, torch.tensor([[5]]).expand(2, 1), longer[:, 1:7]).wire_masks[1] is not None
 
 
 def test_anything_else_goes_as_it_is() -> None:
