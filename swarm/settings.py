@@ -87,7 +87,8 @@ def choose_grpc_io(environ: MutableMapping[str, str] | None = None, grpc_loaded:
     wins), when gRPC is loaded already (it read the variable then: setting it now would
     only mislead child processes about this one) or when this grpcio is not one
     POLLER_IO was measured on. Called when the swarm package loads, which node and
-    client import first. The arguments stand in for the process's own (tests)."""
+    client import first. Processes started later inherit the variable. The arguments
+    stand in for the process's own (tests)."""
     environ = os.environ if environ is None else environ
     if GRPC_EXPERIMENTS_ENV in environ:
         return False
