@@ -32,8 +32,8 @@ from typing import Any
 import grpc
 import torch
 
-from devtools.bench.pipe_floor import CHECKOUT, decode_through, pack_hidden, unpack_hidden
-from devtools.bench.workloads import DecodeRun
+from devtools.bench.pipe_floor import CHECKOUT, decode_through, decoding_through, pack_hidden, unpack_hidden
+from devtools.bench.workloads import DecodeRun, GreedySteps
 from swarm.model.head import ClientHead, load_client_head
 from swarm.records import BlockRange
 from swarm.rpc import CHANNEL_OPTIONS, SERVER_OPTIONS
@@ -169,6 +169,9 @@ class GrpcFloor:
 
     def decode(self, prompt_ids: torch.Tensor, steps: int) -> DecodeRun:
         return decode_through(self.head, self._through, prompt_ids, steps)
+
+    def decoding(self, prompt_ids: torch.Tensor, steps: int) -> GreedySteps:
+        return decoding_through(self.head, self._through, prompt_ids, steps)
 
     def close(self) -> None:
         if hasattr(self, "_loop"):

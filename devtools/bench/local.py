@@ -2,7 +2,14 @@
 
 Starts a DHT node and three block servers (0:10, 10:20, 20:30) of SmolLM2-135M-Instruct
 on 127.0.0.1 (or uses a running swarm: --initial-peers), loads the same checkpoint
-locally with transformers, and times them in rounds, rotating their order:
+locally with transformers, and times them in rounds. Within a round the multi-process
+contenders (the swarm both ways and the two floors) decode in lockstep
+(`devtools.bench.workloads.lockstep`: one step of each in turn, so that each token's
+figures are taken within a fraction of a second of each other and the machine's drift
+over seconds hits all alike), in an order that rotates from round to round; the local
+reference decodes on its own, before them in odd rounds and after them in even ones, as
+a transformers user decodes (stepping it between the others would slow it by several ms
+per token, its weights and threads gone cold, and flatter the ratios):
 
 - per-token latency of greedy decoding (batch 1, float32, same chat prompt, same number
   of tokens; transformers with a DynamicCache locally) -- the figure with a target --
@@ -42,7 +49,7 @@ from devtools.bench.common import WORKDIR_ENV, chat_ids, progress, quiet_logging
 from devtools.bench.grpc_floor import GrpcFloor
 from devtools.bench.pipe_floor import PipeFloor
 from devtools.bench.stats import Comparison, format_table, per_token, rotating_order
-from devtools.bench.workloads import Contender, Decoder, LocalReference, SwarmContender
+from devtools.bench.workloads import Contender, Decoder, LocalReference, SwarmContender, lockstep
 from devtools.launcher import LocalSwarm, LocalSwarmConfig, shared_cpu_env, sigterm_as_interrupt
 from swarm.records import BlockRange
 
@@ -60,6 +67,8 @@ fastest, suffered most (measured at load average ~5 from other work: 46-161 ms p
 with 100000, 40.6-41.5 ms with 0), so the split measured nothing. Both sides get the same."""
 DEFAULT_PROMPT = "What is the capital of France?"
 DEFAULT_SPANS = (BlockRange(0, 10), BlockRange(10, 20), BlockRange(20, 30))
+REFERENCE = "local"
+"""The contender that decodes in this process, on its own (not in lockstep)."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -95,7 +104,8 @@ def messaging_per_server(swarm: Comparison, floor: Comparison, servers: int) -> 
 
 def measure(contenders: dict[str, Decoder], forwarders: dict[str, Contender], args: argparse.Namespace,
             prompt_ids: torch.Tensor, forward_ids: torch.Tensor) -> dict[str, Any]:
-    """Warm-up, then rounds in rotating order: decoding for all, batch forwards for two."""
+    """Warm-up, then rounds in rotating order: decoding (in lockstep but for the local
+    reference), batch forwards for two."""
     progress("warming up")
     for contender in contenders.values():
         contender.decode(prompt_ids, 4)
@@ -107,22 +117,27 @@ def measure(contenders: dict[str, Decoder], forwarders: dict[str, Contender], ar
     forward: dict[str, list[float]] = {name: [] for name in forwarders}
     tokens: dict[str, list[tuple[int, ...]]] = {name: [] for name in contenders}
     logits: dict[str, torch.Tensor] = {}
-    for number, order in enumerate(rotating_order(args.rounds, list(contenders)), 1):
-        for name in order:
-            run = contenders[name].decode(prompt_ids, args.tokens)
+    split = [name for name in contenders if name != REFERENCE]
+    for number, order in enumerate(rotating_order(args.rounds, split), 1):
+        runs = {} if number % 2 else {REFERENCE: contenders[REFERENCE].decode(prompt_ids, args.tokens)}
+        runs.update(lockstep({name: contenders[name].decoding(prompt_ids, args.tokens) for name in order}))
+        if REFERENCE not in runs:
+            runs[REFERENCE] = contenders[REFERENCE].decode(prompt_ids, args.tokens)
+        for name, run in runs.items():
             tokens[name].append(run.tokens)
             decode[name].append(per_token(run.step_seconds, len(run.step_seconds)))
             typical[name].append(statistics.median(run.step_seconds))
             prefill[name].append(run.prefill_seconds)
-        for name in (n for n in order if n in forwarders):
+        # (the reference after the others in odd rounds, before them in even ones, as it decoded)
+        for name in sorted(forwarders, key=lambda n: (n == REFERENCE) == bool(number % 2)):
             seconds, logits[name] = forwarders[name].forward(forward_ids)
             forward[name].append(seconds)
         progress(f"round {number}/{args.rounds}: per token " +
                  ", ".join(f"{name} {decode[name][-1] * 1e3:.1f} ms" for name in contenders))
-    reference = tokens["local"][0]
+    reference = tokens[REFERENCE][0]
 
     def versus(label: str, name: str, figures: dict[str, list[float]]) -> Comparison:
-        return Comparison(label, tuple(figures[name]), tuple(figures["local"]))
+        return Comparison(label, tuple(figures[name]), tuple(figures[REFERENCE]))
 
     return {
         "rows": [
@@ -135,7 +150,7 @@ def measure(contenders: dict[str, Decoder], forwarders: dict[str, Contender], ar
         ],
         "typical": [versus("median step", name, typical) for name in ("swarm", "floor")],
         "same_tokens": all(t == reference for runs in tokens.values() for t in runs),
-        "logits_max_diff": float((logits["swarm"].float() - logits["local"].float()).abs().max()),
+        "logits_max_diff": float((logits["swarm"].float() - logits[REFERENCE].float()).abs().max()),
         "tokens": list(reference),
     }
 

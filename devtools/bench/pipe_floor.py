@@ -30,7 +30,7 @@ from typing import IO
 
 import torch
 
-from devtools.bench.workloads import DecodeRun
+from devtools.bench.workloads import DecodeRun, GreedySteps, run_through
 from swarm.model.head import ClientHead, load_client_head
 from swarm.records import BlockRange
 
@@ -77,21 +77,30 @@ def decode_through(head: ClientHead, through: Callable[[int, torch.Tensor], torc
                    prompt_ids: torch.Tensor, steps: int) -> DecodeRun:
     """Greedy decoding, timed like the other contenders, with `through(start, hidden)`
     running hidden states through a floor's workers."""
+    return run_through(decoding_through(head, through, prompt_ids, steps))
+
+
+def decoding_through(head: ClientHead, through: Callable[[int, torch.Tensor], torch.Tensor],
+                     prompt_ids: torch.Tensor, steps: int) -> GreedySteps:
+    """`decode_through` a timed piece at a time (see `devtools.bench.workloads.lockstep`)."""
     position = prompt_ids.shape[1]
     times: list[float] = []
-    with torch.inference_mode():
+    with torch.inference_mode():  # per piece: other decodings run between them
         began = time.perf_counter()
         hidden = through(0, head.embed(prompt_ids))
         token = head.logits(hidden[:, -1]).argmax(-1, keepdim=True)
         prefill = time.perf_counter() - began
-        tokens = [int(token)]
-        for _ in range(steps):
+    tokens = [int(token)]
+    yield
+    for _ in range(steps):
+        with torch.inference_mode():
             began = time.perf_counter()
             hidden = through(position, head.embed(token))
             token = head.logits(hidden[:, -1]).argmax(-1, keepdim=True)
             times.append(time.perf_counter() - began)
-            tokens.append(int(token))
-            position += 1
+        tokens.append(int(token))
+        position += 1
+        yield
     return DecodeRun(tuple(tokens), prefill, tuple(times))
 
 
@@ -136,6 +145,9 @@ class PipeFloor:
 
     def decode(self, prompt_ids: torch.Tensor, steps: int) -> DecodeRun:
         return decode_through(self.head, self._through, prompt_ids, steps)
+
+    def decoding(self, prompt_ids: torch.Tensor, steps: int) -> GreedySteps:
+        return decoding_through(self.head, self._through, prompt_ids, steps)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -84,6 +84,19 @@ def test_stop_strings_and_eos_stop_early(client: DistributedModelForCausalLM, re
     assert torch.equal(out, greedy[:, : ids.shape[1] + first_eos + 1])
 
 
+def test_bench_decodings_in_lockstep_equal_local_greedy(client: DistributedModelForCausalLM,
+                                                        llama_swarm: RunningSwarm) -> None:
+    """What `scripts/bench local` times: the swarm's decoding, a step at a time between the
+    local reference's, keeps its session and gives the local greedy tokens."""
+    from devtools.bench.workloads import LocalReference, SwarmContender, lockstep
+
+    ids = _prompt(seed=3)
+    runs = lockstep({"swarm": SwarmContender(client).decoding(ids, 10),
+                     "local": LocalReference(str(llama_swarm.model_dir)).decoding(ids, 10)})
+    assert runs["swarm"].tokens == runs["local"].tokens and len(runs["swarm"].tokens) == 11
+    assert len(runs["swarm"].step_seconds) == 10 and min(runs["swarm"].step_seconds) > 0
+
+
 def test_hidden_states_through_layer_slices_match(client: DistributedModelForCausalLM,
                                                   reference: PreTrainedModel) -> None:
     ids = _prompt(batch=2, length=9, seed=6)

@@ -10,7 +10,7 @@ import torch
 
 from devtools.bench.grpc_floor import GrpcFloor
 from devtools.bench.pipe_floor import PipeFloor, read_hidden, unpack_hidden, write_hidden
-from devtools.bench.workloads import LocalReference
+from devtools.bench.workloads import LocalReference, lockstep
 from devtools.launcher import shared_cpu_env
 from swarm.records import BlockRange
 from tests.integration.slicing_models import save_checkpoint
@@ -49,3 +49,18 @@ def test_a_floor_decodes_exactly_like_the_local_model(tmp_path: Path, floor_type
     assert first.tokens == expected.tokens == again.tokens
     assert len(first.step_seconds) == 8 and all(s > 0 for s in first.step_seconds)
     assert floor.exit_codes == [0, 0, 0]
+
+
+def test_decodings_in_lockstep_equal_each_on_its_own(tmp_path: Path) -> None:
+    path = str(save_checkpoint("llama", tmp_path / "llama", layers=4))
+    prompt = torch.randint(0, 100, (1, 5), generator=torch.Generator().manual_seed(2))
+    local = LocalReference(path)
+    alone = local.decode(prompt, 6)
+    floor = PipeFloor(path, [BlockRange(0, 2), BlockRange(2, 4)], shared_cpu_env({"OMP_NUM_THREADS": "1"}))
+    try:
+        runs = lockstep({"floor": floor.decoding(prompt, 6), "local": local.decoding(prompt, 6)})
+    finally:
+        floor.close()
+    assert runs["floor"].tokens == runs["local"].tokens == alone.tokens
+    assert all(len(run.step_seconds) == 6 and run.prefill_seconds > 0 for run in runs.values())
+    assert not torch.is_inference_mode_enabled()  # no decoding left inference mode on between pieces
