@@ -7,7 +7,7 @@ contenders (the swarm both ways and the two floors) decode in lockstep
 (`devtools.bench.workloads.lockstep`: one step of each in turn, so that each token's
 figures are taken within a fraction of a second of each other and the machine's drift
 over seconds hits all alike), in an order that rotates from round to round; the local
-reference decodes on its own, before them in odd rounds and after them in even ones, as
+reference decodes on its own, after them in odd rounds and before them in even ones, as
 a transformers user decodes (stepping it between the others would slow it by several ms
 per token, its weights and threads gone cold, and flatter the ratios):
 
@@ -45,11 +45,12 @@ from typing import Any
 
 import torch
 
+from devtools.bench import cpu_time
 from devtools.bench.common import WORKDIR_ENV, chat_ids, progress, quiet_logging
 from devtools.bench.grpc_floor import GrpcFloor
 from devtools.bench.pipe_floor import PipeFloor
 from devtools.bench.stats import Comparison, format_table, per_token, rotating_order
-from devtools.bench.workloads import Contender, Decoder, LocalReference, SwarmContender, lockstep
+from devtools.bench.workloads import Contender, Decoder, GreedySteps, LocalReference, SwarmContender, lockstep
 from devtools.launcher import LocalSwarm, LocalSwarmConfig, shared_cpu_env, sigterm_as_interrupt
 from swarm.records import BlockRange
 
@@ -103,9 +104,10 @@ def messaging_per_server(swarm: Comparison, floor: Comparison, servers: int) -> 
 
 
 def measure(contenders: dict[str, Decoder], forwarders: dict[str, Contender], args: argparse.Namespace,
-            prompt_ids: torch.Tensor, forward_ids: torch.Tensor) -> dict[str, Any]:
+            prompt_ids: torch.Tensor, forward_ids: torch.Tensor, pids: dict[str, list[int]]) -> dict[str, Any]:
     """Warm-up, then rounds in rotating order: decoding (in lockstep but for the local
-    reference), batch forwards for two."""
+    reference), batch forwards for two. The CPU time per step of the contenders in `pids`
+    (their processes; this one apart) is metered too."""
     progress("warming up")
     for contender in contenders.values():
         contender.decode(prompt_ids, 4)
@@ -117,10 +119,13 @@ def measure(contenders: dict[str, Decoder], forwarders: dict[str, Contender], ar
     forward: dict[str, list[float]] = {name: [] for name in forwarders}
     tokens: dict[str, list[tuple[int, ...]]] = {name: [] for name in contenders}
     logits: dict[str, torch.Tensor] = {}
+    cpu: dict[str, dict[str, list[float]]] = {name: {"client": [], "servers": []} for name in pids}
+    """Per contender, CPU seconds per token in each round: this process's and its others'."""
     split = [name for name in contenders if name != REFERENCE]
     for number, order in enumerate(rotating_order(args.rounds, split), 1):
         runs = {} if number % 2 else {REFERENCE: contenders[REFERENCE].decode(prompt_ids, args.tokens)}
-        runs.update(lockstep({name: contenders[name].decoding(prompt_ids, args.tokens) for name in order}))
+        runs.update(lockstep({name: _metered(contenders[name].decoding(prompt_ids, args.tokens), pids.get(name),
+                                             cpu.get(name)) for name in order}))
         if REFERENCE not in runs:
             runs[REFERENCE] = contenders[REFERENCE].decode(prompt_ids, args.tokens)
         for name, run in runs.items():
@@ -149,10 +154,41 @@ def measure(contenders: dict[str, Decoder], forwarders: dict[str, Contender], ar
             versus(f"batch forward 1x{args.forward_tokens}", "swarm", forward),
         ],
         "typical": [versus("median step", name, typical) for name in ("swarm", "floor")],
+        "cpu": cpu,
         "same_tokens": all(t == reference for runs in tokens.values() for t in runs),
         "logits_max_diff": float((logits["swarm"].float() - logits[REFERENCE].float()).abs().max()),
         "tokens": list(reference),
     }
+
+
+def _metered(steps: GreedySteps, pids: list[int] | None, rounds: dict[str, list[float]] | None) -> GreedySteps:
+    """A decoding whose steps' CPU time goes to `rounds` (one mean per token and round, this
+    process as "client" and `pids` as "servers"); as it is without `pids`."""
+    if pids is None or rounds is None:
+        return (yield from steps)
+    per_step: dict[str, list[float]] = {"client": [], "servers": []}
+    run = yield from cpu_time.metered(steps, {"client": [os.getpid()], "servers": pids}, per_step)
+    for name, seconds in per_step.items():
+        rounds[name].append(statistics.fmean(seconds))
+    return run
+
+
+def cpu_lines(cpu: dict[str, dict[str, list[float]]], servers: int) -> list[str]:
+    """What each contender's processes spent in CPU per token (medians over rounds), and the
+    swarm's excess over the floors; nothing when it was not metered."""
+    if "swarm" not in cpu or not cpu["swarm"]["client"]:
+        return []
+    med = {name: {part: statistics.median(rounds) * 1e3 for part, rounds in parts.items()}
+           for name, parts in cpu.items()}
+    total = {name: parts["client"] + parts["servers"] for name, parts in med.items()}
+    lines = ["CPU per token (all threads, /proc schedstat; medians over rounds), this process + the contender's "
+             "others: " + ", ".join(f"{name} {med[name]['client']:.1f} + {med[name]['servers']:.1f} = "
+                                    f"{total[name]:.1f} ms" for name in med)]
+    for floor in (name for name in ("floor", "grpc") if name in med):
+        lines.append(f"  swarm over {floor}: {total['swarm'] - total[floor]:+.2f} ms per token (this process "
+                     f"{med['swarm']['client'] - med[floor]['client']:+.2f}, servers per server "
+                     f"{(med['swarm']['servers'] - med[floor]['servers']) / servers:+.2f})")
+    return lines
 
 
 def report(result: dict[str, Any], args: argparse.Namespace, route: str, prompt_tokens: int) -> str:
@@ -197,6 +233,7 @@ def report(result: dict[str, Any], args: argparse.Namespace, route: str, prompt_
         f"(rounds {', '.join(f'{x:.2f}' for x in ours)})",
         f"  the same from each round's median step instead of its mean (a slow step moves a mean a lot): "
         f"median {statistics.median(typical) * 1e3:.2f} ms (rounds {', '.join(f'{x * 1e3:.2f}' for x in typical)})",
+        *cpu_lines(result["cpu"], servers),
     ]
     return "\n".join(lines)
 
@@ -215,13 +252,15 @@ def as_json(result: dict[str, Any], args: argparse.Namespace, route: str) -> str
         "swarm_own_per_server_s": ours, "swarm_own_per_server_median_s": statistics.median(ours),
         "messaging_per_server_from_median_steps_s": messaging_per_server(result["typical"][0], result["typical"][1],
                                                                          len(args.blocks)),
+        "cpu_per_token_s": result["cpu"],
         "logits_max_diff": result["logits_max_diff"], "load_average": os.getloadavg()[0],
         "rows": [{**asdict(r), "median_swarm_s": r.median_a, "median_local_s": r.median_b,
                   "ratio": r.ratio, "paired_ratio": r.paired_ratio} for r in rows],
     })
 
 
-def run_bench(args: argparse.Namespace, peers: list[str]) -> None:
+def run_bench(args: argparse.Namespace, peers: list[str], server_pids: list[int] | None = None) -> None:
+    """`server_pids`: the swarm's processes when this bench started them (their CPU is metered)."""
     from client.config import ClientConfig
     from client.model import AutoDistributedModelForCausalLM
     from client.routing import RoutingConfig
@@ -251,11 +290,20 @@ def run_bench(args: argparse.Namespace, peers: list[str]) -> None:
         swarm = SwarmContender(chained)
         result = measure({"swarm": swarm, "unchained": SwarmContender(unchained), "floor": floor,
                           "grpc": grpc_floor, "local": local},
-                         {"swarm": swarm, "local": local}, args, prompt_ids, forward_ids)
+                         {"swarm": swarm, "local": local}, args, prompt_ids, forward_ids,
+                         _pids(server_pids, floor, grpc_floor))
     if args.json:
         print(as_json(result, args, swarm.route))
     else:
         print(report(result, args, swarm.route, prompt_ids.shape[1]))
+
+
+def _pids(server_pids: list[int] | None, floor: PipeFloor, grpc_floor: GrpcFloor) -> dict[str, list[int]]:
+    """The processes to meter per contender: none where the swarm runs elsewhere or the
+    system does not tell threads' run times."""
+    if server_pids is None or not cpu_time.available():
+        return {}
+    return {"swarm": server_pids, "unchained": server_pids, "floor": floor.pids, "grpc": grpc_floor.pids}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                                           server_args=("--drain-grace", "5"), env=args.server_env_map)
                 with LocalSwarm(config) as swarm:
                     progress(f"swarm ready (logs in {swarm.workdir})")
-                    run_bench(args, swarm.initial_peers)
+                    run_bench(args, swarm.initial_peers, [p.pid for p in swarm.processes])
     except KeyboardInterrupt:
         progress("interrupted; every process the bench started is stopped")
         return 130

@@ -132,6 +132,11 @@ class PipeFloor:
         self._from_chain: IO[bytes] = self._workers[-1].stdout
 
     @property
+    def pids(self) -> list[int]:
+        """The worker processes' ids."""
+        return [worker.pid for worker in self._workers]
+
+    @property
     def exit_codes(self) -> list[int | None]:
         """Each worker's exit code (None while it runs)."""
         return [worker.poll() for worker in self._workers]
