@@ -21,6 +21,7 @@ from swarm.errors import RemoteError
 from swarm.protocol import PushedStep
 from swarm.rpc import CALL_FAILURES, PUBLIC, ChannelPool, call_failure, ping, rpc_errors
 from swarm.security import RpcSecurity
+from swarm.write_watch import WriteWatch
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class PushClient:
         """TLS to peers and the swarm token as `security` says (a private swarm)."""
         self._streams: dict[str, dict[tuple[str, str], Any]] = {}
         """Open PushStream calls by pushing session, then by (address, pushed session)."""
+        self._writes = WriteWatch(timeout)
+        """A push not written within `timeout` fails (a next server that stopped reading)."""
 
     async def ping(self, address: str) -> float | None:
         """Round-trip seconds of a health check to `address`; None if it failed."""
@@ -67,9 +70,8 @@ class PushClient:
         call = streams.get(key)
         if call is None:
             call = streams[key] = self._pool.stub(address).PushStream()
-        try:  # a timeout scope, not wait_for: the write starts now, not in a new task's first turn
-            async with asyncio.timeout(self.timeout):
-                await call.write(messages.encode_push(pushed))
+        try:  # (no timer per push: the watch times writes out, see swarm.write_watch)
+            await self._writes.write(call, messages.encode_push(pushed))
         except CALL_FAILURES as error:
             streams.pop(key, None)
             logger.warning("push of step %d to %s (session %s) failed: %s", pushed.step.step_id, address,
@@ -94,5 +96,6 @@ class PushClient:
 
     async def close(self) -> None:
         await asyncio.gather(*(self.release(owner) for owner in list(self._streams)))
+        await self._writes.close()
         await self._pool.close()
 

@@ -155,7 +155,8 @@ async def call_failure(call: Any, error: BaseException, peer: str, what: str) ->
     A write on a call the peer has ended fails before the status arrives: once the call
     is done, its own status says why (e.g. NOT_FOUND for a session the peer dropped).
     """
-    if not isinstance(error, grpc.aio.AioRpcError) and call.done():
+    # (a timed-out write's call is done too, cancelled for it: its status says nothing more)
+    if not isinstance(error, grpc.aio.AioRpcError | TimeoutError) and call.done():
         return error_from_status(await call.code(), await call.details(), peer, what)
     return error_from_call(error, peer, what)
 
