@@ -41,6 +41,7 @@ from swarm.protocol import (
     ServerInfo,
 )
 from swarm.rpc import CALL_FAILURES, ChannelPool, call_failure, error_from_status, ping, rpc_errors
+from swarm.write_watch import WriteWatches
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +64,11 @@ async def _status_error(call: Any, address: str, what: str, timeout: float) -> S
 class GrpcInferenceStream:
     """An open Inference call to one server (implements `client.transport.InferenceStream`)."""
 
-    def __init__(self, call: Any, address: str, limits: TensorLimits, opened: InferenceOpened) -> None:
+    def __init__(self, call: Any, address: str, limits: TensorLimits, opened: InferenceOpened,
+                 writes: WriteWatches | None = None) -> None:
         self._call = call
+        self._writes = writes or WriteWatches()
+        """Times the steps' writes out (no timer per step: see swarm.write_watch)."""
         self.address = address
         self.server_id = opened.server_id
         self._limits = limits
@@ -76,7 +80,7 @@ class GrpcInferenceStream:
     @classmethod
     async def open(
         cls, pool: ChannelPool, address: str, request: InferenceOpen, timeout: float,
-        limits: TensorLimits,
+        limits: TensorLimits, writes: WriteWatches | None = None,
     ) -> GrpcInferenceStream:
         call = pool.stub(address).Inference()
         what = f"opening session for blocks {request.blocks}"
@@ -98,7 +102,7 @@ class GrpcInferenceStream:
         if not isinstance(reply, InferenceOpened):
             call.cancel()
             raise PeerUnavailable(f"{address} did not open the session", peer=address)
-        stream = cls(call, address, limits, reply)
+        stream = cls(call, address, limits, reply, writes)
         stream.compression = request.compression
         return stream
 
@@ -107,7 +111,8 @@ class GrpcInferenceStream:
         what = f"step {step.step_id}"
         with rpc_errors(self.address, what):
             try:
-                await _timed(self._call.write(messages.encode_inference_request(step, self.compression)), timeout)
+                await self._writes.watch(timeout).write(
+                    self._call, messages.encode_inference_request(step, self.compression))
             except asyncio.InvalidStateError:
                 raise await self._ended(what, timeout) from None
 
@@ -186,11 +191,13 @@ class GrpcTransport:
         self.compression = compression
         """Wire compression policy of hidden states (`swarm.codec.compression.policy`)."""
         policy(compression, torch.float32)  # an unknown name fails here, not at the first call
+        self._writes = WriteWatches()
+        """Times out the steps' writes of every stream this transport opens."""
 
     async def open_inference(self, address: str, request: InferenceOpen, timeout: float) -> GrpcInferenceStream:
         if request.compression is Compression.NONE:
             request = replace(request, compression=policy(self.compression, request.dtype))
-        return await GrpcInferenceStream.open(self.pool, address, request, timeout, self.limits)
+        return await GrpcInferenceStream.open(self.pool, address, request, timeout, self.limits, self._writes)
 
     async def forward(self, address: str, call: ForwardCall, timeout: float) -> torch.Tensor:
         # a training pass's Forward (it has a pass id) stays exact like its Backward: its
@@ -240,4 +247,5 @@ class GrpcTransport:
         return await ping(self.pool, address, timeout)
 
     async def close(self) -> None:
+        await self._writes.close()
         await self.pool.close()

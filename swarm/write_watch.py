@@ -50,8 +50,8 @@ class WriteWatch:
         key = id(call)
         self._writes[key] = (task, self._clock())
         loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:  # (a first write)
-            # owned: close() cancels it
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            # (the first write, or the first after a quiet spell; owned: close() cancels it)
             self._task = loop.create_task(self._watch(), name="write-watch")
         try:
             await call.write(message)
@@ -82,7 +82,9 @@ class WriteWatch:
         return len(overdue)
 
     async def _watch(self) -> None:
-        while True:
+        # ends once no write is in flight (the next write starts it again): a watch left
+        # behind by a stream nobody closes holds no task
+        while self._writes:
             await asyncio.sleep(self.timeout / 4)
             self.expire_overdue()
 
@@ -93,3 +95,20 @@ class WriteWatch:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+class WriteWatches:
+    """One `WriteWatch` per timeout, for callers whose writes come with their own timeout."""
+
+    def __init__(self) -> None:
+        self._watches: dict[float, WriteWatch] = {}
+
+    def watch(self, timeout: float) -> WriteWatch:
+        watch = self._watches.get(timeout)
+        if watch is None:
+            watch = self._watches[timeout] = WriteWatch(timeout)
+        return watch
+
+    async def close(self) -> None:
+        for watch in self._watches.values():
+            await watch.close()

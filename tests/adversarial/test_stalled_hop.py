@@ -1,11 +1,13 @@
-"""A next hop that stops reading pushes: the pushing server gives up after --push-timeout.
+"""A peer that stops reading: the pushing server gives up after --push-timeout, a client
+after its step timeout.
 
 A chained session's server pushes each output to the next server over one long-lived
 stream. A next server that is frozen (or malicious) and never reads lets the first writes
 land in the connection's buffers and flow-control windows, then blocks the next write
 forever. The pusher (`node.push_client.PushClient`, with `swarm.write_watch`) must fail
 that push after its timeout, so that the session reports `push_failed` and goes on. Here
-the next server is a real `swarm-node` process stopped with SIGSTOP.
+the next server is a real `swarm-node` process stopped with SIGSTOP. The client's writes
+of steps are timed out the same way (`client.grpc_transport`, the step timeout).
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import uuid
 from pathlib import Path
 
+import pytest
 import torch
 
+from client.grpc_transport import GrpcTransport
 from node.push_client import PushClient
-from swarm.protocol import InferenceStep, PushedStep
+from swarm.codec.tensors import DEFAULT_LIMITS
+from swarm.errors import PeerTimedOut
+from swarm.protocol import InferenceOpen, InferenceStep, PushedStep
+from swarm.records import BlockRange
 from tests.integration.conftest import start_swarm
 
 PUSH_TIMEOUT = 1.0
@@ -49,4 +57,25 @@ async def test_pushes_to_a_frozen_next_server_fail_after_the_push_timeout(tmp_pa
     finally:
         os.kill(server.pid, signal.SIGCONT)
         await pusher.close()
+        running.swarm.stop_all()
+
+
+async def test_a_clients_steps_to_a_frozen_server_fail_after_the_step_timeout(tmp_path: Path) -> None:
+    running = start_swarm(tmp_path, "llama", ["0:6"])
+    server = running.servers[0]
+    transport = GrpcTransport(DEFAULT_LIMITS)
+    open_ = InferenceOpen("tiny-llama", BlockRange(0, 6), 1, 4096, torch.float32, uuid.uuid4().hex, uuid.uuid4().hex)
+    try:
+        stream = await transport.open_inference(server.address, open_, 5.0)
+        os.kill(server.pid, signal.SIGSTOP)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(PeerTimedOut, match="timed out"):
+            for step_id in range(64):  # 4 MB each: buffers and windows fill after a few
+                await stream.send(InferenceStep(step_id, torch.zeros(1, 1024, 1024)), PUSH_TIMEOUT)
+        took = loop.time() - began
+        assert PUSH_TIMEOUT <= took < PUSH_TIMEOUT * 1.25 + 1.0, took
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        await transport.close()
         running.swarm.stop_all()

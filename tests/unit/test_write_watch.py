@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
-from swarm.write_watch import WriteTimedOut, WriteWatch
+from swarm.write_watch import WriteTimedOut, WriteWatch, WriteWatches
 
 METHOD = "/test.Stall/Frames"
 CHUNK = b"x" * (1 << 20)
@@ -65,7 +65,9 @@ async def test_writes_that_end_are_forgotten() -> None:
         for _ in range(3):
             await watch.write(call, b"frame")
         assert watch.in_flight == 0
-        await asyncio.sleep(0.3)  # the watch woke meanwhile and cancelled nothing
+        await asyncio.sleep(0.3)  # the watch woke meanwhile, cancelled nothing and ended (nothing in flight)
+        assert watch._task is not None and watch._task.done()
+        await watch.write(call, b"again")  # and watches again
         await call.done_writing()
         assert await call.read() == b"done"
         assert not call.cancelled()
@@ -110,3 +112,10 @@ def test_only_writes_past_the_timeout_are_cancelled_and_each_once() -> None:
 def test_a_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         WriteWatch(0.0)
+
+
+async def test_one_watch_per_timeout() -> None:
+    watches = WriteWatches()
+    assert watches.watch(1.0) is watches.watch(1.0)
+    assert watches.watch(2.0).timeout == 2.0
+    await watches.close()
