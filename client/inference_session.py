@@ -142,6 +142,8 @@ class RemoteInferenceSession:
         return state.result
 
     async def _next_event(self, state: StepState) -> SegmentEvent:
+        if not self._events.empty():  # (held copies come 8 at a time: no timer for those queued)
+            return self._events.get_nowait()
         config = self.client.config
         timeout = config.step_timeout + (config.push_allowance if self._chained else 0.0)
         if state.deferred:  # the middle servers' copies, which say who answered, may be held that long
