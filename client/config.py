@@ -43,7 +43,8 @@ class ClientConfig:
     RTTs, under 1.5 s even at 300 ms RTT). A dead or silent server (a fake record) is
     given up on after this and failed over, so fakes cost seconds, not minutes."""
     step_timeout: float = 30.0
-    """One inference step on one server; a silent server past this is failed over."""
+    """One inference step on one server; a silent server past this is failed over (a
+    step's write that stalls that long fails within another quarter of it: `swarm.write_watch`)."""
     push_allowance: float = 6.0
     """Extra wait for a server's result in a chained route: it first pushes to the next
     server, which may take up to that server's --push-timeout before it gives up."""

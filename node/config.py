@@ -119,7 +119,8 @@ class ServerConfig:
     """On shutdown, how long open sessions may keep stepping."""
     push_timeout: float = field(default=5.0, metadata=flag(
         "seconds a push to the next server of a chained route may take"))
-    """Timeout of a push to the next server of a chained route."""
+    """Timeout of a push to the next server of a chained route (`swarm.write_watch`: a push
+    stuck that long fails within another quarter of it)."""
     balance_period: float = field(default=120.0, metadata=flag(
         "mean seconds between rebalancing checks, jittered +-50%%"))
     """Mean seconds between rebalancing checks (each jittered by +-50%)."""
