@@ -40,6 +40,8 @@ class WriteWatch:
         self._writes: dict[int, tuple[asyncio.Task[Any], float]] = {}
         """Writes in flight: id(call) -> (writing task, start); grpc.aio writes one message at a time per call."""
         self._expired: set[int] = set()
+        self._started = 0
+        """Writes started so far."""
         self._task: asyncio.Task[None] | None = None
 
     async def write(self, call: Any, message: Any) -> None:
@@ -49,6 +51,7 @@ class WriteWatch:
             raise RuntimeError("WriteWatch.write must run in a task")
         key = id(call)
         self._writes[key] = (task, self._clock())
+        self._started += 1
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
             # (the first write, or the first after a quiet spell; owned: close() cancels it)
@@ -82,9 +85,12 @@ class WriteWatch:
         return len(overdue)
 
     async def _watch(self) -> None:
-        # ends once no write is in flight (the next write starts it again): a watch left
-        # behind by a stream nobody closes holds no task
-        while self._writes:
+        # ends after a quiet spell (no write started, none in flight; the next write starts
+        # it again): a watch left behind by a stream nobody closes holds no task, and a
+        # busy one is not restarted at every write
+        seen = -1
+        while self._writes or self._started != seen:
+            seen = self._started
             await asyncio.sleep(self.timeout / 4)
             self.expire_overdue()
 

@@ -60,14 +60,19 @@ async def test_a_write_the_peer_does_not_take_times_out_and_the_writer_goes_on()
 
 
 async def test_writes_that_end_are_forgotten() -> None:
-    watch = WriteWatch(0.2)
+    watch = WriteWatch(1.0)  # wakes every 0.25 s
     async with _stream(_reads_all) as call:
-        for _ in range(3):
+        await watch.write(call, b"frame")
+        task = watch._task
+        assert watch.in_flight == 0 and task is not None
+        for _ in range(30):  # a busy stream keeps the same watching task
+            await asyncio.sleep(0.02)
             await watch.write(call, b"frame")
-        assert watch.in_flight == 0
-        await asyncio.sleep(0.3)  # the watch woke meanwhile, cancelled nothing and ended (nothing in flight)
-        assert watch._task is not None and watch._task.done()
+        assert watch._task is task and not task.done()
+        await asyncio.sleep(0.7)  # a quiet spell: the watch woke, cancelled nothing and ended
+        assert task.done()
         await watch.write(call, b"again")  # and watches again
+        assert watch._task is not task
         await call.done_writing()
         assert await call.read() == b"done"
         assert not call.cancelled()
