@@ -59,6 +59,8 @@ class WriteWatch:
         try:
             await call.write(message)
         except asyncio.CancelledError:
+            # (the watch only cancels a writer suspended in this await, so an expired write
+            # always ends here: a writer already due to resume gets the CancelledError instead)
             if key in self._expired:
                 self._expired.discard(key)
                 if task.uncancel() == 0:  # the watch's cancellation alone, as asyncio.timeout tells
@@ -66,9 +68,6 @@ class WriteWatch:
             raise
         finally:
             self._writes.pop(key, None)
-            if key in self._expired:  # (cancelled as the write ended otherwise: the request is taken back)
-                self._expired.discard(key)
-                task.uncancel()
 
     @property
     def in_flight(self) -> int:
